@@ -1,0 +1,43 @@
+# warelay — `make demo` to try it, `make test` to check it. Both set up everything they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit bench clean lock
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/warelay demo
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+# The suite runs against SQLite and PostgreSQL: scripts/with-postgres.sh uses TEST_DATABASE_URL when set,
+# otherwise installs PostgreSQL (Debian packages) if missing and starts a throwaway cluster on loopback.
+unit: install
+	WARELAY_REQUIRE_POSTGRES=1 scripts/with-postgres.sh $(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: install
+	scripts/with-postgres.sh $(BIN)/python bench/run.py
+
+# Re-pin dependencies after changing pyproject.toml (run in a fresh venv with network access).
+lock:
+	$(BIN)/python -m pip freeze --all --exclude-editable --disable-pip-version-check | grep -v -E "^(warelay|pip)==" > requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,241 @@
+"""Settings: environment ``WARELAY_*`` (nested with ``__``), an optional YAML file, secrets as SecretStr.
+
+Precedence, highest first: values passed to ``Settings(...)``, environment variables, ``.env``,
+the YAML file named by ``WARELAY_CONFIG``, defaults. Settings validate themselves and fail fast on
+unsafe values; :meth:`Settings.check_serving` adds the checks that only matter when warelay is
+about to receive webhooks. Settings are built in ``create_app``/the CLI, never at import.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from warelay.errors import ConfigError
+
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WhatsAppSettings(_Section):
+    """The one number that can be configured from the environment alone (upserted at start-up)."""
+
+    phone_number_id: str | None = None
+    display_phone_number: str | None = None
+    display_name: str | None = None
+    access_token: SecretStr | None = None
+    app_secret: SecretStr | None = None
+    app_id: str | None = None
+    business_id: str | None = None
+    verify_token: SecretStr | None = None
+    api_version: str = Field(default="v23.0", pattern=r"^v\d+\.\d+$")
+    graph_url: str = Field(default="https://graph.facebook.com", pattern=r"^https?://")
+    throughput_mps: int = Field(default=80, ge=1, le=1000)
+    tenant: str = Field(default="default", pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+    insecure_skip_signature: bool = False
+
+    @field_validator("graph_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+class LLMSettings(_Section):
+    """An OpenAI-compatible Chat Completions endpoint for the ``llm`` agent."""
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str = "gpt-4o-mini"
+    temperature: float = Field(default=0.3, ge=0, le=2)
+    max_tokens: int = Field(default=800, ge=1, le=32_000)
+
+    @property
+    def configured(self) -> bool:
+        """True when there is an endpoint or a key to reach a model with."""
+        return bool(self.base_url or self.api_key)
+
+
+class AgentSettings(_Section):
+    """The agent of the env-configured number (stored in the database as agent ``name``)."""
+
+    kind: Literal["llm", "knowledge"] | None = None
+    name: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    system_prompt: str | None = None
+    system_prompt_file: Path | None = None
+    fallback_text: str = "Sorry, something went wrong on our side. Please try again in a moment."
+    unknown_text: str | None = None
+    timeout_seconds: float = Field(default=60, gt=0, le=600)
+    knowledge_dir: Path | None = None
+    acknowledgement: str | None = None
+
+
+class ConversationSettings(_Section):
+    """Sessions: how long they live and how much history the agent sees."""
+
+    expiry_hours: float = Field(default=24, gt=0, le=24 * 365)
+    history_window: int = Field(default=10, ge=0, le=200)
+
+    @property
+    def expiry(self) -> timedelta:
+        """Expiry as a timedelta."""
+        return timedelta(hours=self.expiry_hours)
+
+
+class WorkerSettings(_Section):
+    """The queue: concurrency, leases, retries."""
+
+    enabled: bool = True
+    agent_concurrency: int = Field(default=512, ge=1, le=100_000)
+    send_concurrency: int = Field(default=256, ge=1, le=100_000)
+    lease_seconds: float = Field(default=90, ge=5, le=3600)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff_base_seconds: float = Field(default=1.0, gt=0, le=600)
+    backoff_max_seconds: float = Field(default=300, gt=0, le=86_400)
+    poll_interval_seconds: float = Field(default=0.25, gt=0, le=60)
+    batch_size: int = Field(default=200, ge=1, le=5000)
+
+
+class OutboundSettings(_Section):
+    """Delivery behaviour: read receipts, typing indicator, retries."""
+
+    mark_read: bool = True
+    typing_indicator: bool = True
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    pair_backoff_base_seconds: float = Field(default=4, gt=0, le=3600)
+    request_timeout_seconds: float = Field(default=20, gt=0, le=300)
+
+
+class Settings(BaseSettings):
+    """All of warelay's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WARELAY_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./warelay.db"
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    secret_key: SecretStr | None = None
+    admin_token: SecretStr | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+    whatsapp: WhatsAppSettings = WhatsAppSettings()
+    llm: LLMSettings = LLMSettings()
+    agent: AgentSettings = AgentSettings()
+    conversations: ConversationSettings = ConversationSettings()
+    worker: WorkerSettings = WorkerSettings()
+    outbound: OutboundSettings = OutboundSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Add the YAML file named by ``WARELAY_CONFIG`` below the environment."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        yaml_path = os.environ.get("WARELAY_CONFIG")
+        if yaml_path:
+            if not Path(yaml_path).is_file():
+                raise ConfigError(f"WARELAY_CONFIG names {yaml_path!r}, which is not a file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        return (*sources, file_secret_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_key(cls, data: Any) -> Any:
+        # OPENAI_API_KEY is honoured when WARELAY_LLM__API_KEY is not set (seed 004's variable).
+        if isinstance(data, dict) and os.environ.get("OPENAI_API_KEY"):
+            llm = data.get("llm") or {}
+            if isinstance(llm, dict) and not llm.get("api_key"):
+                data = {**data, "llm": {**llm, "api_key": os.environ["OPENAI_API_KEY"]}}
+        return data
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        keys = [k.strip() for k in value.get_secret_value().split(",")]
+        if not keys or any(len(k) < MIN_SECRET_KEY_LENGTH for k in keys):
+            raise ValueError(
+                f"WARELAY_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters "
+                "(a comma-separated list rotates keys: each one that long)"
+            )
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("WARELAY_ADMIN_TOKEN must be at least 16 characters")
+        return value
+
+    @property
+    def secret_keys(self) -> list[str]:
+        """The secret keys, newest (the one that encrypts) first."""
+        if self.secret_key is None:
+            return []
+        return [k.strip() for k in self.secret_key.get_secret_value().split(",")]
+
+    @property
+    def agent_kind(self) -> str:
+        """The env-configured number's agent kind: as set, else ``llm`` when a model is configured."""
+        if self.agent.kind:
+            return self.agent.kind
+        return "llm" if self.llm.configured else "knowledge"
+
+    def check_serving(self) -> None:
+        """Refuse to serve webhooks on unsafe settings."""
+        if not self.secret_keys:
+            raise ConfigError(
+                "WARELAY_SECRET_KEY is not set: it encrypts credentials at rest and keys API-key hashes "
+                "(any string of at least 32 characters; `warelay demo` makes one for you)"
+            )
+        wa = self.whatsapp
+        if wa.phone_number_id and wa.app_secret is None and not wa.insecure_skip_signature:
+            raise ConfigError(
+                "WARELAY_WHATSAPP__APP_SECRET is not set, so webhook signatures cannot be verified; set it, "
+                "or set WARELAY_WHATSAPP__INSECURE_SKIP_SIGNATURE=true to accept unsigned webhooks (unsafe)"
+            )
+        if wa.phone_number_id and wa.access_token is None:
+            raise ConfigError(
+                "WARELAY_WHATSAPP__ACCESS_TOKEN is required with WARELAY_WHATSAPP__PHONE_NUMBER_ID"
+            )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, turning validation errors into a readable ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

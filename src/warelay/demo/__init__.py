@@ -1,0 +1,1 @@
+"""Data for the out-of-the-box demo: the knowledge files of the demo shop, Kopi Nusantara."""

@@ -1,0 +1,1 @@
+"""warelay.knowledge."""
