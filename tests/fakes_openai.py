@@ -1,0 +1,202 @@
+"""A tiny OpenAI-compatible Chat Completions server on loopback, for tests of the model path.
+
+The built-in ``llm`` agent talks to its model through the openai package's own HTTP client, so the
+honest way to test that path is a real HTTP server: :class:`OpenAICompatibleServer` serves
+``POST /v1/chat/completions`` (and ``GET /v1/models``) on ``127.0.0.1`` with a free port, records
+every request body, and answers in OpenAI's response shape with whatever its ``responder`` returns.
+
+Usage::
+
+    async with OpenAICompatibleServer(responder=lambda body: "Hi!") as server:
+        agent = LLMAgent(spec_with(base_url=server.base_url), deps)
+        ...
+        assert server.requests[0]["model"] == "test-model"
+
+A responder may raise :class:`FakeOpenAIError` to answer with an HTTP error in OpenAI's error shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+Responder = Callable[[dict[str, Any]], "str | Awaitable[str]"]
+
+
+class FakeOpenAIError(Exception):
+    """Raised by a responder to make the server answer with an HTTP error."""
+
+    def __init__(
+        self, status_code: int, message: str = "fake error", *, error_type: str = "server_error"
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.error_type = error_type
+
+
+def echo_last_user(body: dict[str, Any]) -> str:
+    """The default responder: repeat the last user message's text."""
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return f"echo: {content}"
+            if isinstance(content, list):
+                texts = [c.get("text", "") for c in content if isinstance(c, dict)]
+                return "echo: " + "".join(texts)
+    return "echo"
+
+
+def _count_tokens(body: dict[str, Any]) -> int:
+    # A rough, deterministic stand-in for a tokenizer: words across all message texts.
+    total = 0
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content.split())
+        elif isinstance(content, list):
+            total += sum(len(str(c.get("text", "")).split()) for c in content if isinstance(c, dict))
+    return total
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without signal handlers, so the test process keeps its own Ctrl-C behaviour."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class OpenAICompatibleServer:
+    """An OpenAI-compatible Chat Completions endpoint served on loopback inside the running event loop."""
+
+    def __init__(
+        self,
+        responder: Responder = echo_last_user,
+        *,
+        delay: float = 0.0,
+        model_name: str | None = None,
+    ) -> None:
+        self.responder: Responder = responder
+        self.delay = delay
+        self.model_name = model_name
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._ids = itertools.count(1)
+        self._server: _QuietServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._port: int | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def base_url(self) -> str:
+        """The URL to give an OpenAI client as ``base_url`` (ends in ``/v1``)."""
+        if self._port is None:
+            raise RuntimeError("the server is not running")
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    def _app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
+
+    async def _models(self, request: Request) -> JSONResponse:
+        name = self.model_name or "fake-model"
+        return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "owned_by": "fake"}]})
+
+    async def _chat_completions(self, request: Request) -> JSONResponse:
+        body: dict[str, Any] = await request.json()
+        self.requests.append(body)
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
+        if self.delay > 0:
+            # Wait out the delay, unless the server is stopping: a test that gave up on a slow answer
+            # should not wait for it at shutdown.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.delay)
+            if self._stopping.is_set():
+                return JSONResponse({"error": {"message": "server stopping", "type": "server_error"}}, 503)
+        try:
+            produced = self.responder(body)
+            text = await produced if inspect.isawaitable(produced) else produced
+        except FakeOpenAIError as exc:
+            return JSONResponse(
+                {"error": {"message": exc.message, "type": exc.error_type, "param": None, "code": None}},
+                status_code=exc.status_code,
+            )
+        prompt_tokens = _count_tokens(body)
+        completion_tokens = len(text.split())
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-fake-{next(self._ids)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.model_name or body.get("model", "fake-model"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+    async def start(self) -> None:
+        """Bind a free loopback port and start serving in a task of the running loop."""
+        self._stopping.clear()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off", access_log=False)
+        self._server = _QuietServer(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                await self._task  # surfaces the start-up error
+                raise RuntimeError("the fake OpenAI server stopped during start-up")
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        """Stop serving and wait for the server task to finish."""
+        self._stopping.set()
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+        self._server = None
+        self._task = None
+
+    async def __aenter__(self) -> OpenAICompatibleServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
