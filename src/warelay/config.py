@@ -71,7 +71,7 @@ class LLMSettings(_Section):
 class AgentSettings(_Section):
     """The agent of the env-configured number (stored in the database as agent ``name``)."""
 
-    kind: Literal["llm", "knowledge"] | None = None
+    kind: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_-]{0,29}$")
     name: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
     system_prompt: str | None = None
     system_prompt_file: Path | None = None
