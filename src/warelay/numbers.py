@@ -154,9 +154,7 @@ async def ensure_agent(
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]  # always present here
         if update_kind and row.kind != kind:
-            await conn.execute(
-                update(Agent).where(Agent.id == row.id).values(kind=kind, updated_at=now)
-            )
+            await conn.execute(update(Agent).where(Agent.id == row.id).values(kind=kind, updated_at=now))
         return int(row.id)
 
 

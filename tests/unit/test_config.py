@@ -53,7 +53,8 @@ def test_env_nesting_and_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_openai_api_key_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     s = Settings()
-    assert s.llm.api_key is not None and s.llm.api_key.get_secret_value() == "sk-test"
+    assert s.llm.api_key is not None
+    assert s.llm.api_key.get_secret_value() == "sk-test"
     assert s.agent_kind == "llm"
     monkeypatch.setenv("WARELAY_LLM__API_KEY", "sk-own")
     assert Settings().llm.api_key.get_secret_value() == "sk-own"  # type: ignore[union-attr]
@@ -108,6 +109,9 @@ def test_serving_requires_secret_key_and_app_secret() -> None:
     with pytest.raises(ConfigError, match="APP_SECRET"):
         no_secret.check_serving()
     Settings(
-        secret_key=KEY, whatsapp={"phone_number_id": "1", "access_token": "t", "insecure_skip_signature": True}
+        secret_key=KEY,
+        whatsapp={"phone_number_id": "1", "access_token": "t", "insecure_skip_signature": True},
     ).check_serving()
-    Settings(secret_key=KEY, whatsapp={"phone_number_id": "1", "access_token": "t", "app_secret": "s"}).check_serving()
+    Settings(
+        secret_key=KEY, whatsapp={"phone_number_id": "1", "access_token": "t", "app_secret": "s"}
+    ).check_serving()

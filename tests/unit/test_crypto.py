@@ -15,7 +15,8 @@ def test_encrypt_round_trip_and_not_plain() -> None:
     token = box.encrypt("EAAG-secret-token")
     assert "EAAG" not in token
     assert box.decrypt(token) == "EAAG-secret-token"
-    assert box.encrypt_optional(None) is None and box.decrypt_optional(None) is None
+    assert box.encrypt_optional(None) is None
+    assert box.decrypt_optional(None) is None
 
 
 def test_rotation_first_encrypts_all_decrypt() -> None:
@@ -29,9 +30,11 @@ def test_rotation_first_encrypts_all_decrypt() -> None:
 
 def test_key_hashes_are_keyed_and_rotate() -> None:
     key = new_api_key()
-    assert key.startswith("wrl_") and len(key) > 40
+    assert key.startswith("wrl_")
+    assert len(key) > 40
     old_hash = SecretBox([OLD]).hash_key(key)
-    assert len(old_hash) == 64 and key not in old_hash
+    assert len(old_hash) == 64
+    assert key not in old_hash
     assert SecretBox([NEW]).hash_key(key) != old_hash
     assert old_hash in SecretBox([NEW, OLD]).key_hashes(key)
 

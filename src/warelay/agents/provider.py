@@ -1,0 +1,84 @@
+"""Which agent answers a number: its linked agent from the database, else the tenant's default agent.
+
+Agent objects are built once per stored configuration and reused (they must be safe to call
+concurrently); a configuration edited in the database is picked up within ``refresh_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from warelay.agents.base import Agent, AgentDeps, AgentSpec, build_agent
+from warelay.config import Settings
+from warelay.numbers import NumberInfo, ensure_agent
+from warelay.storage.models import Agent as AgentRow
+
+
+def env_agent_defaults(settings: Settings) -> dict[str, Any]:
+    """Agent settings from ``WARELAY_AGENT__*``; stored configurations inherit them unless they override."""
+    a = settings.agent
+    defaults: dict[str, Any] = {"fallback_text": a.fallback_text, "timeout_seconds": a.timeout_seconds}
+    for key in ("system_prompt", "unknown_text", "acknowledgement"):
+        value = getattr(a, key)
+        if value is not None:
+            defaults[key] = value
+    if a.system_prompt_file is not None:
+        defaults["system_prompt_file"] = str(a.system_prompt_file)
+    defaults["history_window"] = settings.conversations.history_window
+    return defaults
+
+
+class AgentProvider:
+    """Resolves and caches the agent of each number."""
+
+    def __init__(
+        self, engine: AsyncEngine, deps: AgentDeps, settings: Settings, *, refresh_seconds: float = 30
+    ) -> None:
+        self._engine = engine
+        self._deps = deps
+        self._settings = settings
+        self._refresh = refresh_seconds
+        self._cache: dict[int, tuple[float, AgentSpec, Agent]] = {}
+        self._default_ids: dict[int, int] = {}
+        self._lock = asyncio.Lock()
+
+    async def for_number(self, number: NumberInfo) -> tuple[AgentSpec, Agent]:
+        """The agent spec and instance that answer ``number``'s conversations."""
+        agent_id = number.agent_id
+        if agent_id is None:
+            agent_id = await self._default_agent_id(number.tenant_id)
+        cached = self._cache.get(agent_id)
+        if cached is not None and time.monotonic() - cached[0] < self._refresh:
+            return cached[1], cached[2]
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(AgentRow).where(AgentRow.id == agent_id))).first()
+        if row is None:
+            raise LookupError(f"agent {agent_id} of number {number.phone_number_id} does not exist")
+        spec = AgentSpec(
+            id=row.id,
+            tenant_id=row.tenant_id,
+            name=row.name,
+            kind=row.kind,
+            config={**env_agent_defaults(self._settings), **(row.config or {})},
+        )
+        agent = cached[2] if cached is not None and cached[1] == spec else build_agent(spec, self._deps)
+        self._cache[agent_id] = (time.monotonic(), spec, agent)
+        return spec, agent
+
+    async def _default_agent_id(self, tenant_id: int) -> int:
+        found = self._default_ids.get(tenant_id)
+        if found is None:
+            async with self._lock:
+                found = await ensure_agent(
+                    self._engine,
+                    tenant_id=tenant_id,
+                    name=self._settings.agent.name,
+                    kind=self._settings.agent_kind,
+                )
+                self._default_ids[tenant_id] = found
+        return found

@@ -1,0 +1,1 @@
+"""HTTP routes: webhooks, warelay's own API, the seed APIs, health."""

@@ -1,0 +1,102 @@
+"""The web application: ``create_app(settings)`` builds FastAPI with warelay's routes and runtime.
+
+The runtime (database, workers, channels) starts in the lifespan and stops on shutdown, so a
+SIGTERM to ``warelay serve`` stops claiming work, lets in-flight turns and sends finish, and hands
+back what did not. Settings are built by the caller (the CLI, a test), never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from warelay import __version__
+from warelay.api.deps import KeyCache
+from warelay.api.routes import health, inspect, webhooks
+from warelay.config import Settings
+from warelay.runtime import Runtime
+
+log = logging.getLogger("warelay.api")
+
+
+class BodyLimit:
+    """Refuse (413) requests that declare a body over the limit, before any route reads it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check Content-Length, then pass the request on."""
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if not value.isdigit() or int(value) > self.limit:
+                        code = 413 if value.isdigit() else 400
+                        detail = (
+                            f"body larger than {self.limit} bytes"
+                            if code == 413
+                            else "invalid Content-Length"
+                        )
+                        await JSONResponse({"detail": detail}, status_code=code)(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    run_workers: bool | None = None,
+    graph_transport: httpx.AsyncBaseTransport | None = None,
+    migrate: bool = True,
+) -> FastAPI:
+    """Build the application; its runtime starts and stops with the app's lifespan."""
+    settings.check_serving()
+    runtime = Runtime(settings, run_workers=run_workers, graph_transport=graph_transport, migrate=migrate)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="warelay",
+        version=__version__,
+        summary="Self-hosted gateway that puts AI agents on WhatsApp Business numbers",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.key_cache = KeyCache()
+    app.include_router(webhooks.router)
+    app.include_router(inspect.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    _ = unexpected
+    return app
+
+
+def app_factory() -> Any:
+    """Entry point for ``uvicorn --factory warelay.app:app_factory`` (settings from the environment)."""
+    from warelay.config import load_settings
+    from warelay.observability import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, json_output=settings.log_json)
+    return create_app(settings)

@@ -1,0 +1,680 @@
+"""The ``warelay`` command line: serve, work, try it out, and administer numbers, keys and knowledge.
+
+Every command reads settings from the environment (``WARELAY_*``, ``.env``, ``WARELAY_CONFIG``)
+and fails with a readable message, not a traceback, when they are unsafe or incomplete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from warelay.config import Settings, load_settings
+from warelay.crypto import SecretBox, new_api_key, new_secret_key
+from warelay.errors import ConfigError
+from warelay.observability import configure_logging
+from warelay.storage.db import create_engine, upgrade
+
+T = TypeVar("T")
+
+console = Console(stderr=True)
+out = Console()
+
+app = typer.Typer(
+    name="warelay",
+    help="Self-hosted gateway that puts AI agents on WhatsApp Business numbers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+knowledge_app = typer.Typer(help="Knowledge files the agents answer from.", no_args_is_help=True)
+numbers_app = typer.Typer(help="WhatsApp business numbers.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (stored hashed; shown once).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(knowledge_app, name="knowledge")
+app.add_typer(numbers_app, name="numbers")
+app.add_typer(keys_app, name="keys")
+
+DEMO_DIR = Path(".warelay")
+SCOPES = ("admin", "messages:send", "conversations:read", "conversations:write")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except ConfigError as exc:
+        console.print(f"[red]warelay: {exc}[/red]")
+        sys.exit(2)
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_level, json_output=settings.log_json)
+    return settings
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@contextlib.contextmanager
+def _fail_cleanly() -> Iterator[None]:
+    try:
+        yield
+    except (LookupError, ValueError) as exc:
+        console.print(f"[red]warelay: {exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+async def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        await upgrade(engine)
+        return await work(engine)
+    finally:
+        await engine.dispose()
+
+
+# ------------------------------------------------------------------------------------------ serving
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default WARELAY_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default WARELAY_PORT).")] = None,
+    workers: Annotated[bool, typer.Option(help="Run workers in this process.")] = True,
+) -> None:
+    """Receive webhooks and serve the API (with in-process workers unless --no-workers)."""
+    import uvicorn
+
+    from warelay.app import create_app
+
+    settings = _settings()
+    application = create_app(settings, run_workers=workers)
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=settings.log_level == "DEBUG",
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def worker(
+    grace: Annotated[
+        float, typer.Option(help="Seconds in-flight work may take to finish on SIGTERM.")
+    ] = 30.0,
+) -> None:
+    """Run workers only (turns and sends), e.g. as extra processes beside `warelay serve`."""
+    from warelay.runtime import Runtime
+
+    settings = _settings()
+    settings.check_serving()
+
+    async def run() -> None:
+        runtime = Runtime(settings, run_workers=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.start()
+        console.print(f"warelay worker {runtime.turns.owner} running; SIGTERM stops it")
+        await stop.wait()
+        await runtime.stop(grace)
+
+    _run(run())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (also done at the start of serve, worker and demo)."""
+    from warelay.storage.db import current_revision
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> str | None:
+        return await current_revision(engine)
+
+    revision = _run(_with_engine(settings, work))
+    out.print(f"database at revision {revision}")
+
+
+# ------------------------------------------------------------------------------------------ demo
+
+
+def demo_secret_key(directory: Path = DEMO_DIR) -> str:
+    """The demo's secret key: WARELAY_SECRET_KEY, else one generated once into a local file."""
+    if os.environ.get("WARELAY_SECRET_KEY"):
+        return os.environ["WARELAY_SECRET_KEY"]
+    path = directory / "secret.key"
+    if path.exists():
+        return path.read_text().strip()
+    directory.mkdir(parents=True, exist_ok=True)
+    key = new_secret_key()
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    console.print(f"generated a secret key into {path} (keep it: it decrypts stored credentials)")
+    return key
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="warelay's port.")] = 8000,
+    simulator_port: Annotated[int, typer.Option(help="The simulator's port (chat page).")] = 9000,
+    host: Annotated[str, typer.Option(help="Address both listen on.")] = "127.0.0.1",
+    database_url: Annotated[
+        str, typer.Option(help="Database URL.")
+    ] = f"sqlite+aiosqlite:///{DEMO_DIR}/demo.db",
+) -> None:
+    """Run warelay with the WhatsApp simulator and the offline knowledge agent; chat in your browser."""
+    import uvicorn
+
+    from warelay.app import create_app
+    from warelay.simulator.server import Simulator, SimulatorConfig, create_simulator_app
+
+    sim_url = f"http://{host}:{simulator_port}"
+    app_secret = secrets.token_hex(16)
+    access_token = secrets.token_urlsafe(24)
+    sim_config = SimulatorConfig(
+        webhook_url=f"http://{host}:{port}/webhooks/whatsapp",
+        app_secret=app_secret,
+        access_token=access_token,
+        base_url=sim_url,
+    )
+    settings = _settings(
+        database_url=database_url,
+        secret_key=demo_secret_key(),
+        public_url=f"http://{host}:{port}",
+        whatsapp={
+            "phone_number_id": sim_config.phone_number_id,
+            "display_phone_number": sim_config.display_phone_number,
+            "display_name": "Kopi Nusantara (demo)",
+            "access_token": access_token,
+            "app_secret": app_secret,
+            "verify_token": secrets.token_urlsafe(12),
+            "graph_url": sim_url,
+            "throughput_mps": 80,
+            "tenant": os.environ.get("WARELAY_WHATSAPP__TENANT", "default"),
+        },
+        agent={
+            "kind": os.environ.get("WARELAY_AGENT__KIND") or None,
+            "knowledge_dir": str(demo_knowledge_dir()),
+        },
+    )
+
+    async def run() -> None:
+        simulator = Simulator(sim_config)
+        application = create_app(settings)
+        warelay_server = uvicorn.Server(
+            uvicorn.Config(application, host=host, port=port, log_level="warning", lifespan="on")
+        )
+        sim_server = uvicorn.Server(
+            uvicorn.Config(
+                create_simulator_app(simulator), host=host, port=simulator_port, log_level="warning"
+            )
+        )
+        await simulator.start()
+        await _load_demo_knowledge(settings)
+        tasks = [asyncio.create_task(warelay_server.serve()), asyncio.create_task(sim_server.serve())]
+        while not (warelay_server.started and sim_server.started):
+            if any(t.done() for t in tasks):
+                break
+            await asyncio.sleep(0.05)
+        if warelay_server.started and sim_server.started:
+            out.print(
+                f"\n[bold green]warelay demo is running[/bold green]\n"
+                f"  chat as a WhatsApp user:  [bold]{sim_url}/[/bold]\n"
+                f"  warelay API docs:         http://{host}:{port}/docs\n"
+                f"  agent: {settings.agent_kind}, database: {database_url}\n"
+                "Press Ctrl+C to stop.",
+                highlight=False,
+            )
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        warelay_server.should_exit = True
+        sim_server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await simulator.stop()
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]  # re-raise the server's failure
+
+    _run(run())
+
+
+def demo_knowledge_dir() -> Path:
+    """The example knowledge base shipped with warelay."""
+    return Path(__file__).with_name("demo") / "knowledge"
+
+
+async def _load_demo_knowledge(settings: Settings) -> None:
+    from warelay.knowledge.ingest import add_folder
+    from warelay.numbers import ensure_agent, ensure_tenant
+
+    folder = settings.agent.knowledge_dir
+    if folder is None:
+        return
+
+    async def work(engine: AsyncEngine) -> None:
+        tenant_id = await ensure_tenant(engine, settings.whatsapp.tenant)
+        agent_id = await ensure_agent(
+            engine, tenant_id=tenant_id, name=settings.agent.name, kind=settings.agent_kind, update_kind=True
+        )
+        await add_folder(engine, tenant_id=tenant_id, agent_id=agent_id, folder=folder)
+
+    await _with_engine(settings, work)
+
+
+@app.command()
+def simulator(
+    webhook_url: Annotated[
+        str, typer.Option(help="warelay's webhook URL.")
+    ] = "http://127.0.0.1:8000/webhooks/whatsapp",
+    app_secret: Annotated[
+        str, typer.Option(envvar="WARELAY_WHATSAPP__APP_SECRET", help="App secret to sign with.")
+    ] = "",
+    access_token: Annotated[
+        str, typer.Option(envvar="WARELAY_WHATSAPP__ACCESS_TOKEN", help="Bearer token warelay must present.")
+    ] = "",
+    phone_number_id: Annotated[
+        str,
+        typer.Option(envvar="WARELAY_WHATSAPP__PHONE_NUMBER_ID", help="The simulated business number's id."),
+    ] = "106540352242922",
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 9000,
+) -> None:
+    """Run the local WhatsApp simulator (Graph API + chat page) on its own."""
+    from warelay.simulator.server import Simulator, SimulatorConfig, run_simulator
+
+    if not app_secret or not access_token:
+        raise ConfigError(
+            "the simulator needs --app-secret and --access-token (the same values warelay uses)"
+        )
+    config = SimulatorConfig(
+        webhook_url=webhook_url,
+        app_secret=app_secret,
+        access_token=access_token,
+        phone_number_id=phone_number_id,
+        base_url=f"http://{host}:{port}",
+    )
+
+    async def run() -> None:
+        sim = Simulator(config)
+        await sim.start()
+        console.print(f"simulator on http://{host}:{port}/ delivering to {webhook_url}")
+        try:
+            await run_simulator(sim, host, port)
+        finally:
+            await sim.stop()
+
+    _run(run())
+
+
+# ------------------------------------------------------------------------------------------ knowledge
+
+
+async def _tenant_and_agent(
+    engine: AsyncEngine, settings: Settings, tenant: str | None, agent: str | None
+) -> tuple[int, int]:
+    from warelay.numbers import ensure_agent
+    from warelay.storage.models import Tenant
+
+    subdomain = tenant or settings.whatsapp.tenant
+    async with engine.connect() as conn:
+        tenant_id = (await conn.execute(select(Tenant.id).where(Tenant.subdomain == subdomain))).scalar()
+    if tenant_id is None:
+        if tenant is not None:
+            raise LookupError(f"no tenant {subdomain!r}")
+        from warelay.numbers import ensure_tenant
+
+        tenant_id = await ensure_tenant(engine, subdomain)
+    agent_id = await ensure_agent(
+        engine, tenant_id=tenant_id, name=agent or settings.agent.name, kind=settings.agent_kind
+    )
+    return int(tenant_id), agent_id
+
+
+TenantOpt = Annotated[
+    str | None, typer.Option("--tenant", help="Tenant subdomain (default: the env number's).")
+]
+AgentOpt = Annotated[str | None, typer.Option("--agent", help="Agent name (default: WARELAY_AGENT__NAME).")]
+
+
+@knowledge_app.command("add")
+def knowledge_add(
+    files: Annotated[
+        list[Path],
+        typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV, Markdown or text files."),
+    ],
+    tenant: TenantOpt = None,
+    agent: AgentOpt = None,
+) -> None:
+    """Add knowledge files (re-adding a file replaces its passages)."""
+    from warelay.knowledge.ingest import add_document
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> None:
+        tenant_id, agent_id = await _tenant_and_agent(engine, settings, tenant, agent)
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as progress:
+            for path in files:
+                task = progress.add_task(path.name, total=None)
+
+                def report(done: int, total: int, task: Any = task) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                info = await add_document(
+                    engine,
+                    tenant_id=tenant_id,
+                    agent_id=agent_id,
+                    name=path.name,
+                    data=path.read_bytes(),
+                    on_progress=report,
+                )
+                progress.update(task, completed=info.passages, total=info.passages)
+        out.print(f"added {len(files)} file(s)")
+
+    with _fail_cleanly():
+        _run(_with_engine(settings, work))
+
+
+@knowledge_app.command("list")
+def knowledge_list(tenant: TenantOpt = None, agent: AgentOpt = None) -> None:
+    """List knowledge files."""
+    from warelay.knowledge.ingest import list_documents
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> None:
+        tenant_id, agent_id = await _tenant_and_agent(engine, settings, tenant, agent)
+        docs = await list_documents(engine, tenant_id=tenant_id, agent_id=agent_id)
+        table = Table("name", "passages", "sha256", "added")
+        for doc in docs:
+            table.add_row(
+                doc.name, str(doc.passages), doc.sha256[:12], doc.created_at.isoformat(timespec="seconds")
+            )
+        out.print(table)
+
+    with _fail_cleanly():
+        _run(_with_engine(settings, work))
+
+
+@knowledge_app.command("remove")
+def knowledge_remove(
+    name: Annotated[str, typer.Argument(help="File name as listed.")],
+    tenant: TenantOpt = None,
+    agent: AgentOpt = None,
+) -> None:
+    """Remove a knowledge file and its passages."""
+    from warelay.knowledge.ingest import remove_document
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> bool:
+        tenant_id, agent_id = await _tenant_and_agent(engine, settings, tenant, agent)
+        return await remove_document(engine, tenant_id=tenant_id, agent_id=agent_id, name=name)
+
+    with _fail_cleanly():
+        removed = _run(_with_engine(settings, work))
+    if not removed:
+        console.print(f"[red]no knowledge file {name!r}[/red]")
+        raise typer.Exit(1)
+    out.print(f"removed {name}")
+
+
+# ------------------------------------------------------------------------------------------ numbers
+
+
+def webhook_url(settings: Settings) -> str:
+    """The URL to paste into Meta's webhook configuration."""
+    return f"{settings.public_url.rstrip('/')}/webhooks/whatsapp"
+
+
+@numbers_app.command("add")
+def numbers_add(
+    phone_number_id: Annotated[str, typer.Option(help="Meta's Phone Number ID.")],
+    access_token: Annotated[str, typer.Option(help="System-user access token.", prompt=False)],
+    app_secret: Annotated[str, typer.Option(help="The Meta app's secret (verifies webhooks).")],
+    verify_token: Annotated[
+        str | None, typer.Option(help="Token Meta echoes when verifying the webhook.")
+    ] = None,
+    tenant: Annotated[str, typer.Option(help="Tenant subdomain (created if missing).")] = "default",
+    agent: Annotated[
+        str | None, typer.Option(help="Agent name (default: the tenant's default agent).")
+    ] = None,
+    display_phone_number: Annotated[str | None, typer.Option(help="The number, e.g. 15551234567.")] = None,
+    display_name: Annotated[str | None, typer.Option(help="A friendly name.")] = None,
+    app_id: Annotated[str | None, typer.Option()] = None,
+    business_id: Annotated[str | None, typer.Option()] = None,
+    api_version: Annotated[str, typer.Option()] = "v23.0",
+    graph_url: Annotated[str, typer.Option()] = "https://graph.facebook.com",
+    throughput_mps: Annotated[int, typer.Option(min=1, max=1000)] = 80,
+) -> None:
+    """Add (or update) a WhatsApp number; prints the webhook URL to give Meta."""
+    from warelay.numbers import NumberFields, ensure_agent, ensure_tenant, upsert_number
+
+    settings = _settings()
+    box = SecretBox(settings.secret_keys)
+
+    async def work(engine: AsyncEngine) -> None:
+        tenant_id = await ensure_tenant(engine, tenant)
+        agent_id = None
+        if agent is not None:
+            agent_id = await ensure_agent(engine, tenant_id=tenant_id, name=agent, kind=settings.agent_kind)
+        await upsert_number(
+            engine,
+            box,
+            tenant_id=tenant_id,
+            agent_id=agent_id,
+            fields=NumberFields(
+                phone_number_id=phone_number_id,
+                access_token=access_token,
+                app_secret=app_secret,
+                verify_token=verify_token,
+                display_phone_number=display_phone_number,
+                display_name=display_name,
+                app_id=app_id,
+                business_id=business_id,
+                api_version=api_version,
+                graph_url=graph_url,
+                throughput_mps=throughput_mps,
+            ),
+        )
+
+    _run(_with_engine(settings, work))
+    out.print(f"number {phone_number_id} saved for tenant {tenant}")
+    out.print(f"webhook URL: {webhook_url(settings)}")
+
+
+@numbers_app.command("list")
+def numbers_list() -> None:
+    """List numbers (secrets are never shown)."""
+    from warelay.storage.models import Agent, Number, Tenant
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> list[Any]:
+        async with engine.connect() as conn:
+            return list(
+                (
+                    await conn.execute(
+                        select(Number, Tenant.subdomain, Agent.name)
+                        .join(Tenant, Tenant.id == Number.tenant_id)
+                        .outerjoin(Agent, Agent.id == Number.agent_id)
+                        .order_by(Number.id)
+                    )
+                ).all()
+            )
+
+    rows = _run(_with_engine(settings, work))
+    table = Table("phone number id", "number", "name", "tenant", "agent", "status", "tier", "webhook URL")
+    for row in rows:
+        n = row[0]
+        table.add_row(
+            n.phone_number_id,
+            n.display_phone_number or "",
+            n.display_name or "",
+            row.subdomain,
+            row.name or "(default)",
+            n.status,
+            str(n.throughput_mps),
+            webhook_url(settings),
+        )
+    out.print(table)
+
+
+# ------------------------------------------------------------------------------------------ keys
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[
+        list[str], typer.Option("--scope", help=f"Scope to grant (repeat): {', '.join(SCOPES)}.")
+    ],
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant subdomain; omit for a platform-wide key.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+) -> None:
+    """Create an API key; the key is printed once, alone on the last line."""
+    from warelay.storage.models import ApiKey, Tenant, utcnow
+
+    unknown = sorted(set(scope) - set(SCOPES))
+    if unknown:
+        console.print(f"[red]unknown scope(s): {', '.join(unknown)}; known: {', '.join(SCOPES)}[/red]")
+        raise typer.Exit(2)
+    settings = _settings()
+    box = SecretBox(settings.secret_keys)
+    key = new_api_key()
+
+    async def work(engine: AsyncEngine) -> int:
+        async with engine.begin() as conn:
+            tenant_id = None
+            if tenant is not None:
+                tenant_id = (await conn.execute(select(Tenant.id).where(Tenant.subdomain == tenant))).scalar()
+                if tenant_id is None:
+                    raise LookupError(f"no tenant {tenant!r}")
+            result = await conn.execute(
+                insert(ApiKey).values(
+                    tenant_id=tenant_id,
+                    name=name,
+                    prefix=key[:12],
+                    key_hash=box.hash_key(key),
+                    scopes=sorted(set(scope)),
+                    created_at=utcnow(),
+                )
+            )
+            return int(result.inserted_primary_key[0])  # type: ignore[index]  # always present here
+
+    with _fail_cleanly():
+        key_id = _run(_with_engine(settings, work))
+    console.print(f"key {key_id} created ({', '.join(sorted(set(scope)))}); it is shown only now:")
+    out.print(key, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (prefixes only)."""
+    from warelay.storage.models import ApiKey, Tenant
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> list[Any]:
+        async with engine.connect() as conn:
+            return list(
+                (
+                    await conn.execute(
+                        select(ApiKey, Tenant.subdomain)
+                        .outerjoin(Tenant, Tenant.id == ApiKey.tenant_id)
+                        .order_by(ApiKey.id)
+                    )
+                ).all()
+            )
+
+    table = Table("id", "prefix", "name", "tenant", "scopes", "created", "last used", "revoked")
+    for row in _run(_with_engine(settings, work)):
+        k = row[0]
+        table.add_row(
+            str(k.id),
+            k.prefix + "…",
+            k.name or "",
+            row.subdomain or "(platform)",
+            ", ".join(k.scopes),
+            k.created_at.isoformat(timespec="seconds"),
+            k.last_used_at.isoformat(timespec="seconds") if k.last_used_at else "",
+            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[int, typer.Argument(help="The key's id (see `warelay keys list`).")],
+) -> None:
+    """Revoke an API key."""
+    from warelay.storage.models import ApiKey, utcnow
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine) -> int:
+        async with engine.begin() as conn:
+            result = await conn.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            return int(result.rowcount)
+
+    if not _run(_with_engine(settings, work)):
+        console.print(f"[red]no active key {key_id}[/red]")
+        raise typer.Exit(1)
+    out.print(f"key {key_id} revoked")
+
+
+# ------------------------------------------------------------------------------------------ send
+
+
+@app.command()
+def send(
+    to: Annotated[str, typer.Option(help="The user's WhatsApp number (digits).")],
+    text: Annotated[str, typer.Argument(help="The message (Markdown is converted to WhatsApp markup).")],
+    number: Annotated[
+        str | None, typer.Option(help="Sending number's phone_number_id (default: the env number).")
+    ] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for delivery to Meta (0: just queue).")] = 30.0,
+) -> None:
+    """Send a text to a user through the outbox (formatting, splitting, pacing and retries included)."""
+    from warelay.outbound.manual import send_text
+
+    settings = _settings()
+    settings.check_serving()
+    target = number or settings.whatsapp.phone_number_id
+    if not target:
+        raise ConfigError(
+            "say which number sends: --number PHONE_NUMBER_ID (or set WARELAY_WHATSAPP__PHONE_NUMBER_ID)"
+        )
+    with _fail_cleanly():
+        statuses = _run(send_text(settings, phone_number_id=target, to=to.lstrip("+"), text=text, wait=wait))
+    for message_id, status in statuses:
+        out.print(f"message {message_id}: {status}")
+    if any(s == "failed" for _, s in statuses):
+        raise typer.Exit(1)

@@ -1,0 +1,511 @@
+"""Workers: run turns (inbound message → agent → outbox) and sends (outbox → channel).
+
+Where it sits: after the inbox. A :class:`TurnWorker` claims turn work items (the oldest
+unfinished one of each conversation, so replies keep the user's order while conversations run
+concurrently), loads them in a few queries, shows the read receipt and typing indicator, calls the
+agent under a timeout and a concurrency bound, and commits the replies as outbox rows together
+with the end of the turn (group commit). Failures retry with exponential backoff and jitter; after
+the last attempt the turn is dead-lettered and the user gets the fallback message.
+
+A :class:`SendWorker` claims send work items the same way, paces each number to its throughput
+tier, calls the channel and records the provider's message id. Transient errors retry (a recipient
+who hit the pair rate limit backs off alone, because later sends of a conversation wait for
+earlier ones); permanent errors mark the message failed.
+
+Both stop gracefully: on shutdown they stop claiming, give in-flight work ``grace`` seconds to
+finish and hand the rest back to the queue.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from warelay.agents.base import AgentReply, StateChange, Turn
+from warelay.agents.provider import AgentProvider
+from warelay.batching import Batcher
+from warelay.channels.base import Channel
+from warelay.config import Settings
+from warelay.conversations.service import TurnData, apply_state_changes, load_turns
+from warelay.domain import OutboundContent, OutText, UserRef
+from warelay.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from warelay.inbox.store import SEND, TURN, Claimed, Inbox, dead_letter_items, finish_items
+from warelay.numbers import NumberInfo, NumberRegistry
+from warelay.observability import Metrics
+from warelay.outbound.format import markdown_to_whatsapp
+from warelay.outbound.outbox import Draft, PendingSend, enqueue, load_pending, record_failed, record_sent
+from warelay.outbound.ratelimit import Pacer
+from warelay.outbound.retry import backoff_delay
+from warelay.outbound.splitter import split_text
+from warelay.storage.models import utcnow
+
+log = logging.getLogger("warelay.worker")
+send_log = logging.getLogger("warelay.sender")
+
+
+def worker_id() -> str:
+    """An id for this worker process, used in lease tokens."""
+    return f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def render_replies(reply: AgentReply) -> list[OutboundContent]:
+    """Agent replies as WhatsApp sends: markdown turned into WhatsApp markup, long text split."""
+    out: list[OutboundContent] = []
+    for content in reply.replies:
+        if isinstance(content, OutText):
+            for part in split_text(markdown_to_whatsapp(content.body)):
+                out.append(OutText(body=part, preview_url=content.preview_url))
+        else:
+            out.append(content)
+    return out
+
+
+def error_record(exc: BaseException) -> dict[str, Any]:
+    """How an error is stored on a work item or a message."""
+    if isinstance(exc, DeliveryError):
+        return exc.as_dict()
+    if isinstance(exc, TimeoutError):
+        return {"type": "TimeoutError", "message": "the agent did not answer in time"}
+    return {"type": type(exc).__name__, "message": str(exc)[:1000]}
+
+
+class _Loop(abc.ABC):
+    """Shared claim loop: lease work while there is capacity, run each item in its own task."""
+
+    kind: str
+    log: logging.Logger
+
+    def __init__(self, *, inbox: Inbox, settings: Settings, metrics: Metrics, concurrency: int) -> None:
+        self.inbox = inbox
+        self.settings = settings
+        self.metrics = metrics
+        self.concurrency = concurrency
+        self.owner = worker_id()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Event()
+        self._inflight: dict[int, tuple[Claimed, asyncio.Task[None]]] = {}
+        self._stopping = False
+        self._idle_since = 0.0
+        self.rng = random.Random()  # noqa: S311  # jitter only
+
+    def wake(self) -> None:
+        """New work may be ready: claim now instead of at the next poll."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Claim and process work until :meth:`stop`."""
+        w = self.settings.worker
+        while not self._stopping:
+            free = self.concurrency - len(self._inflight)
+            if free <= 0:
+                self._slots.clear()
+                await self._slots.wait()
+                continue
+            self._wakeup.clear()
+            try:
+                claimed = await self.inbox.claim(
+                    self.kind, limit=min(free, w.batch_size), owner=self.owner, lease_seconds=w.lease_seconds
+                )
+            except Exception:
+                self.log.exception("claiming %s work failed; retrying", self.kind)
+                await asyncio.sleep(w.poll_interval_seconds)
+                continue
+            if not claimed and not self._inflight:
+                self._idle_since = time.monotonic()
+            if claimed:
+                try:
+                    await self._dispatch(claimed)
+                except Exception:
+                    # The database hiccupped between claim and load: the leases lapse and the
+                    # items are claimed again (their attempt counted), so nothing is lost.
+                    self.log.exception("loading %d claimed %s items failed", len(claimed), self.kind)
+                    await asyncio.sleep(w.poll_interval_seconds)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=w.poll_interval_seconds)
+
+    @abc.abstractmethod
+    async def _dispatch(self, claimed: list[Claimed]) -> None:
+        """Load the claimed items and start a task for each."""
+
+    def _start(self, item: Claimed, coro: Any) -> None:
+        task = asyncio.create_task(coro, name=f"{self.kind}:{item.id}")
+        self._inflight[item.id] = (item, task)
+        self.metrics.inflight.labels(self.kind).inc()
+        task.add_done_callback(functools.partial(self._done, item.id))
+
+    def _done(self, item_id: int, _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(item_id, None)
+        self.metrics.inflight.labels(self.kind).dec()
+        self._slots.set()
+
+    async def idle(self, timeout: float) -> bool:  # noqa: ASYNC109  # a deadline for a state, not one await
+        """Wait until the loop found nothing ready and has nothing in flight (after now); False on timeout."""
+        asked = time.monotonic()
+        deadline = asked + timeout
+        self.wake()
+        while not (self._idle_since > asked and not self._inflight):
+            if time.monotonic() > deadline or self._stopping:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let in-flight work finish for ``grace`` seconds, then hand the rest back."""
+        self._stopping = True
+        self._wakeup.set()
+        self._slots.set()
+        pending = [task for _, task in self._inflight.values()]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        leftovers = [(item, task) for item, task in self._inflight.values() if not task.done()]
+        for _, task in leftovers:
+            task.cancel()
+        if leftovers:
+            await asyncio.gather(*(t for _, t in leftovers), return_exceptions=True)
+            await self.inbox.release([item for item, _ in leftovers])
+            self.log.info("released %d unfinished %s items at shutdown", len(leftovers), self.kind)
+
+
+@dataclass(frozen=True, slots=True)
+class _TurnDone:
+    item: Claimed
+    data: TurnData
+    drafts: tuple[Draft, ...]
+    state: StateChange | None
+
+
+class TurnWorker(_Loop):
+    """Runs agent turns."""
+
+    kind = TURN
+    log = log
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        inbox: Inbox,
+        registry: NumberRegistry,
+        agents: AgentProvider,
+        channels: Mapping[str, Channel],
+        pacer: Pacer,
+        settings: Settings,
+        metrics: Metrics,
+        on_replies: Callable[[], None] = lambda: None,
+    ) -> None:
+        super().__init__(
+            inbox=inbox, settings=settings, metrics=metrics, concurrency=settings.worker.agent_concurrency
+        )
+        self.engine = engine
+        self.registry = registry
+        self.agents = agents
+        self.channels = channels
+        self.pacer = pacer
+        self.on_replies = on_replies
+        self._completer: Batcher[_TurnDone, bool] = Batcher(self._complete, name="turn-complete")
+
+    async def stop(self, grace: float) -> None:
+        """Stop the loop and flush completions."""
+        await super().stop(grace)
+        await self._completer.close()
+
+    async def _dispatch(self, claimed: list[Claimed]) -> None:
+        async with self.engine.connect() as conn:
+            turns = await load_turns(conn, claimed, history_window=self.settings.conversations.history_window)
+        for item in claimed:
+            data = turns.get(item.id)
+            if data is None:  # the message was deleted under us (tenant removed): nothing to answer
+                async with self.engine.begin() as conn:
+                    await finish_items(conn, [item])
+                continue
+            if isinstance(data, ValueError):
+                log.error("stored message %d cannot be read (%s); dead-lettered", item.message_id, data)
+                self.metrics.dead_letters.labels(TURN).inc()
+                async with self.engine.begin() as conn:
+                    await dead_letter_items(conn, [(item, error_record(data))], utcnow())
+                continue
+            self._start(item, self._process(item, data))
+
+    async def _number(self, number_id: int) -> NumberInfo:
+        number = self.registry.by_id(number_id)
+        if number is None:
+            await self.registry.load()
+            number = self.registry.by_id(number_id)
+        if number is None:
+            raise LookupError(f"number {number_id} is not configured")
+        return number
+
+    async def _process(self, item: Claimed, data: TurnData) -> None:
+        wamid = data.message.provider_message_id
+        extra = {"wamid": wamid, "conversation": item.conversation_id, "work_item": item.id}
+        try:
+            number = await self._number(data.number_id)
+            spec, agent = await self.agents.for_number(number)
+            if item.attempts == 1:
+                self._show_activity(number, wamid)
+            turn = Turn(
+                tenant_id=number.tenant_id,
+                tenant=number.tenant,
+                number_id=number.id,
+                phone_number_id=number.phone_number_id,
+                agent_id=spec.id,
+                user_key=data.user_key,
+                user_name=data.user_name,
+                session=data.session,
+                messages=(data.message,),
+                history=data.history,
+            )
+            timeout = float(spec.config.get("timeout_seconds", self.settings.agent.timeout_seconds))
+            started = time.perf_counter()
+            reply = await asyncio.wait_for(agent.respond(turn), timeout=timeout)
+            self.metrics.agent_latency.labels(spec.kind).observe(time.perf_counter() - started)
+            contents = render_replies(reply)
+            drafts = tuple(
+                Draft(
+                    conversation_id=item.conversation_id,
+                    number_id=number.id,
+                    content=content,
+                    reply_to=wamid if i == 0 else None,
+                    turn_message_id=item.message_id,
+                    part=i,
+                )
+                for i, content in enumerate(contents)
+            )
+            if await self._completer.submit(_TurnDone(item, data, drafts, reply.state)):
+                log.debug("turn done with %d replies", len(drafts), extra=extra)
+            else:
+                log.warning("turn finished after its lease was taken over; dropped", extra=extra)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(item, data, exc, extra)
+
+    def _show_activity(self, number: NumberInfo, wamid: str) -> None:
+        out = self.settings.outbound
+        if not out.mark_read:
+            return
+        channel = self.channels.get(number.channel)
+        if channel is None:
+            return
+
+        async def mark() -> None:
+            try:
+                await self.pacer.acquire(number.id, number.throughput_mps)
+                await channel.mark_read(number, wamid, typing=out.typing_indicator)
+            except DeliveryError as exc:  # a missed read receipt never fails a turn
+                send_log.info("mark-read failed (%s)", exc, extra={"wamid": wamid})
+
+        task = asyncio.create_task(mark(), name=f"mark-read:{wamid}")
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def _failed(self, item: Claimed, data: TurnData, exc: Exception, extra: dict[str, Any]) -> None:
+        error = error_record(exc)
+        w = self.settings.worker
+        if item.attempts < w.max_attempts:
+            delay = backoff_delay(
+                item.attempts, base=w.backoff_base_seconds, cap=w.backoff_max_seconds, rng=self.rng
+            )
+            log.warning(
+                "turn attempt %d failed (%s: %s); retrying in %.1fs",
+                item.attempts,
+                type(exc).__name__,
+                exc,
+                delay,
+                extra=extra,
+            )
+            self.metrics.retries.labels(TURN).inc()
+            await self.inbox.retry(item, delay=delay, error=error)
+            return
+        log.error("turn failed %d times (%s); dead-lettered", item.attempts, exc, extra=extra)
+        self.metrics.dead_letters.labels(TURN).inc()
+        fallback = self.settings.agent.fallback_text
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            ours = await dead_letter_items(conn, [(item, error)], now)
+            if ours and fallback:
+                await enqueue(
+                    conn,
+                    [
+                        Draft(
+                            conversation_id=item.conversation_id,
+                            number_id=data.number_id,
+                            content=OutText(body=fallback),
+                            reply_to=data.message.provider_message_id,
+                            turn_message_id=item.message_id,
+                        )
+                    ],
+                    now,
+                )
+        self.on_replies()
+
+    async def _complete(self, done: Sequence[_TurnDone]) -> list[bool]:
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            ours = await finish_items(conn, [d.item for d in done])
+            drafts = [draft for d in done if d.item.id in ours for draft in d.drafts]
+            await enqueue(conn, drafts, now)
+            changes = [
+                (d.item.conversation_id, d.data.session, d.state)
+                for d in done
+                if d.item.id in ours and d.state is not None
+            ]
+            if changes:
+                await apply_state_changes(conn, changes, now)
+        if drafts:
+            self.on_replies()
+        return [d.item.id in ours for d in done]
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class _SendDone:
+    item: Claimed
+    pending: PendingSend
+    wamid: str | None
+    error: dict[str, Any] | None
+
+
+class SendWorker(_Loop):
+    """Delivers outbox rows through their number's channel."""
+
+    kind = SEND
+    log = send_log
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        inbox: Inbox,
+        registry: NumberRegistry,
+        channels: Mapping[str, Channel],
+        pacer: Pacer,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> None:
+        super().__init__(
+            inbox=inbox, settings=settings, metrics=metrics, concurrency=settings.worker.send_concurrency
+        )
+        self.engine = engine
+        self.registry = registry
+        self.channels = channels
+        self.pacer = pacer
+        self._completer: Batcher[_SendDone, bool] = Batcher(self._complete, name="send-complete")
+
+    async def stop(self, grace: float) -> None:
+        """Stop the loop and flush completions."""
+        await super().stop(grace)
+        await self._completer.close()
+
+    async def _dispatch(self, claimed: list[Claimed]) -> None:
+        async with self.engine.connect() as conn:
+            pending = await load_pending(conn, [c.message_id for c in claimed])
+        for item in claimed:
+            p = pending.get(item.message_id)
+            if p is None:
+                async with self.engine.begin() as conn:
+                    await finish_items(conn, [item])
+                continue
+            self._start(item, self._send(item, p))
+
+    async def _send(self, item: Claimed, p: PendingSend) -> None:
+        extra = {"conversation": item.conversation_id, "work_item": item.id}
+        kind = p.content.kind
+        try:
+            number = self.registry.by_id(p.number_id)
+            if number is None:
+                await self.registry.load()
+                number = self.registry.by_id(p.number_id)
+            if number is None:
+                raise PermanentDeliveryError(f"number {p.number_id} is not configured")
+            channel = self.channels.get(number.channel)
+            if channel is None:
+                raise PermanentDeliveryError(
+                    f"no channel {number.channel!r} for number {number.phone_number_id}"
+                )
+            await self.pacer.acquire(number.id, number.throughput_mps)
+            started = time.perf_counter()
+            wamid = await channel.send(
+                number, UserRef(wa_id=p.wa_id, user_id=p.user_id), p.content, reply_to=p.reply_to
+            )
+            self.metrics.send_latency.observe(time.perf_counter() - started)
+        except asyncio.CancelledError:
+            raise
+        except TransientDeliveryError as exc:
+            if item.attempts < self.settings.outbound.max_attempts:
+                delay = self._retry_delay(item, exc)
+                send_log.warning(
+                    "send attempt %d failed (code %s: %s); retrying in %.1fs",
+                    item.attempts,
+                    exc.code,
+                    exc.message,
+                    delay,
+                    extra=extra,
+                )
+                self.metrics.retries.labels(SEND).inc()
+                await self.inbox.retry(item, delay=delay, error=exc.as_dict())
+                return
+            send_log.error("send failed %d times (code %s); giving up", item.attempts, exc.code, extra=extra)
+            self.metrics.outbound.labels(kind, "failed").inc()
+            await self._completer.submit(_SendDone(item, p, None, exc.as_dict()))
+            return
+        except Exception as exc:
+            send_log.error("send failed permanently: %s", exc, extra=extra)
+            self.metrics.outbound.labels(kind, "failed").inc()
+            await self._completer.submit(_SendDone(item, p, None, error_record(exc)))
+            return
+        self.metrics.outbound.labels(kind, "accepted").inc()
+        send_log.debug("sent", extra={**extra, "wamid": wamid})
+        await self._completer.submit(_SendDone(item, p, wamid, None))
+
+    def _retry_delay(self, item: Claimed, exc: TransientDeliveryError) -> float:
+        if exc.retry_after is not None:
+            return exc.retry_after
+        out = self.settings.outbound
+        if exc.per_recipient:
+            # Pair rate limit (131056): Meta suggests 4^n seconds for that recipient.
+            return float(
+                min(out.pair_backoff_base_seconds**item.attempts, self.settings.worker.backoff_max_seconds)
+            )
+        w = self.settings.worker
+        return backoff_delay(
+            item.attempts, base=w.backoff_base_seconds, cap=w.backoff_max_seconds, rng=self.rng
+        )
+
+    async def _complete(self, done: Sequence[_SendDone]) -> list[bool]:
+        now = utcnow()
+        sent = [d for d in done if d.wamid is not None]
+        failed = [d for d in done if d.wamid is None]
+        async with self.engine.begin() as conn:
+            ours = await finish_items(conn, [d.item for d in sent])
+            await record_sent(
+                conn,
+                [
+                    (d.pending.message_id, d.pending.number_id, d.wamid)
+                    for d in sent
+                    if d.item.id in ours and d.wamid
+                ],
+                now,
+            )
+            dead = await dead_letter_items(conn, [(d.item, d.error or {}) for d in failed], now)
+            await record_failed(
+                conn, [(d.pending.message_id, d.error or {}) for d in failed if d.item.id in dead], now
+            )
+        if failed:
+            self.metrics.dead_letters.labels(SEND).inc(len(failed))
+        return [d.item.id in ours or d.item.id in dead for d in done]

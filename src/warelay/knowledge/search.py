@@ -1,0 +1,441 @@
+"""Full-text retrieval over knowledge passages: SQLite FTS5 or PostgreSQL full-text, one confidence scale.
+
+Where it sits: agents receive a :class:`warelay.agents.base.Retriever` in their ``AgentDeps``; this
+is the one backed by the database. The knowledge agent answers from the best passage when its
+confidence clears a threshold; the LLM agent puts the passages in its prompt.
+
+How a question is answered (one statement in the steady state):
+
+1. the question is language-detected, tokenised and stemmed exactly as passages were
+   (:func:`warelay.knowledge.text.query_groups`): one *group* of alternative terms per word;
+2. the engine fetches candidates of the tenant's agent —
+   SQLite: FTS5 ``MATCH '"a" OR "b"'`` (every term quoted) ranked by ``bm25(knowledge_fts)``;
+   PostgreSQL: ``to_tsvector('simple', search_text) @@ to_tsquery('simple', 'a | b')`` through the
+   GIN index, ranked by the same weighted coverage as step 3, tested with ``strpos`` on the stored
+   terms. (``ts_rank_cd`` would re-parse ``search_text`` into a tsvector for every matching row —
+   the schema stores no tsvector — which costs ~70 µs a row, 70 ms for 1,000 rows; ``strpos``
+   costs ~5 µs.) An agent with few passages is simply scanned through the scope index, which
+   beats any text index at that size and never touches other tenants' rows;
+3. each candidate gets a **confidence** in 0..1 computed here in Python, identical on both engines:
+   the share of the question's information found in the passage, each word weighted by its
+   rarity among this agent's passages (BM25's IDF). Words no passage contains weigh the most, so a
+   question about something the knowledge never mentions scores low even when its common words
+   match. Candidates are ordered by confidence, and equal confidences by a BM25 score also
+   computed here (term frequency, passage length), so both engines return the same order.
+
+The document frequencies behind the weights are computed once per (tenant, agent) and kept in
+memory; the search statement also returns a cheap version of the agent's documents (count, passage
+total, newest change), so every process notices a change on its next question and reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import Row, TextClause, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from warelay.agents.base import Passage
+from warelay.knowledge.text import query_groups
+
+log = logging.getLogger("warelay.knowledge")
+
+# A pasted paragraph is not a question; its first words say enough to find candidates.
+MAX_QUERY_GROUPS: Final = 24
+# About how many passages the engine may rank for one question (see plan_match).
+MATCH_BUDGET: Final = 1000
+
+# Each statement carries the version of the agent's documents (count, passages, newest change):
+# the cheap aggregate over a handful of rows that tells whether cached term statistics still hold.
+
+# SQLite's CROSS JOIN keeps the written join order: the FTS5 match must drive the query (left to
+# itself the planner walks the agent's passages and runs the MATCH once per passage: seconds).
+# The inner query ranks narrow rows (scope columns only); the outer one reads the winners' text.
+_SQLITE_SEARCH = text(
+    """
+    SELECT p.id, p.title, p.content, p.answer, p.search_text, d.name AS document,
+           v.docs, v.passages, v.max_id, v.changed
+    FROM (
+        SELECT knowledge_fts.rowid AS id, bm25(knowledge_fts) AS rank
+        FROM knowledge_fts
+        CROSS JOIN knowledge_passages AS s ON s.id = knowledge_fts.rowid
+        WHERE knowledge_fts MATCH :match AND s.tenant_id = :tenant AND s.agent_id = :agent
+        ORDER BY rank
+        LIMIT :candidates
+    ) AS hit
+    CROSS JOIN knowledge_passages AS p ON p.id = hit.id
+    CROSS JOIN knowledge_documents AS d ON d.id = p.document_id
+    CROSS JOIN (
+        SELECT count(*) AS docs, coalesce(sum(passages), 0) AS passages, max(id) AS max_id,
+               max(created_at) AS changed
+        FROM knowledge_documents WHERE tenant_id = :tenant AND agent_id = :agent
+    ) AS v
+    """
+)
+
+_POSTGRES_SEARCH = """
+    SELECT p.id, p.title, p.content, p.answer, p.search_text, d.name AS document,
+           v.docs, v.passages, v.max_id, v.changed
+    FROM (
+        SELECT id, size FROM (
+            SELECT s.id, length(s.search_text) AS size, {score} AS score
+            FROM knowledge_passages AS s
+            WHERE {where}
+        ) AS scored
+        WHERE score > 0
+        ORDER BY score DESC, size, id
+        LIMIT :candidates
+    ) AS hit
+    JOIN knowledge_passages AS p ON p.id = hit.id
+    JOIN knowledge_documents AS d ON d.id = p.document_id
+    CROSS JOIN (
+        SELECT count(*) AS docs, coalesce(sum(passages), 0) AS passages, max(id) AS max_id,
+               max(created_at) AS changed
+        FROM knowledge_documents WHERE tenant_id = :tenant AND agent_id = :agent
+    ) AS v
+"""
+# Small scopes: the (tenant_id, agent_id) index and a strpos test per passage.
+_POSTGRES_SCAN_WHERE = "s.tenant_id = :tenant AND s.agent_id = :agent"
+# Large scopes: the GIN index of migration 0001. The tsvector expression must be written exactly
+# as indexed (a literal 'simple' config) for the planner to match it; "+ 0" keeps the planner from
+# choosing the scope index instead, which would re-parse every passage of the agent (~70 µs each).
+_POSTGRES_INDEX_WHERE = (
+    "s.tenant_id + 0 = :tenant AND s.agent_id + 0 = :agent "
+    "AND to_tsvector('simple', s.search_text) @@ to_tsquery('simple', :match)"
+)
+# Up to this many passages an agent is scanned rather than searched through the GIN index.
+POSTGRES_SCAN_PASSAGES: Final = 1000
+
+
+def _postgres_search(
+    groups: Sequence[tuple[str, ...]], weights: Sequence[float], *, indexed: bool
+) -> tuple[TextClause, dict[str, Any]]:
+    """The PostgreSQL candidate statement for these word groups, and its term and weight parameters."""
+    params: dict[str, Any] = {}
+    cases = []
+    for i, (group, weight) in enumerate(zip(groups, weights, strict=True)):
+        tests = []
+        for j, term in enumerate(group):
+            params[f"t{i}_{j}"] = f" {term} "
+            tests.append(f"strpos(' ' || s.search_text || ' ', :t{i}_{j}) > 0")
+        params[f"w{i}"] = weight
+        cases.append(f"CASE WHEN {' OR '.join(tests)} THEN CAST(:w{i} AS float8) ELSE 0 END")
+    # Only generated parameter names are put into the SQL; every value is a bound parameter.
+    sql = _POSTGRES_SEARCH.format(
+        score=" + ".join(cases), where=_POSTGRES_INDEX_WHERE if indexed else _POSTGRES_SCAN_WHERE
+    )
+    return text(sql), params
+
+
+_STATS = text(
+    """
+    SELECT p.search_text, v.docs, v.passages, v.max_id, v.changed
+    FROM knowledge_passages AS p CROSS JOIN (
+        SELECT count(*) AS docs, coalesce(sum(passages), 0) AS passages, max(id) AS max_id,
+               max(created_at) AS changed
+        FROM knowledge_documents WHERE tenant_id = :tenant AND agent_id = :agent
+    ) AS v
+    WHERE p.tenant_id = :tenant AND p.agent_id = :agent
+    """
+)
+_STATS_VERSION = text(
+    """
+    SELECT count(*) AS docs, coalesce(sum(passages), 0) AS passages, max(id) AS max_id,
+           max(created_at) AS changed
+    FROM knowledge_documents WHERE tenant_id = :tenant AND agent_id = :agent
+    """
+)
+
+
+def fts5_query(groups: Sequence[Sequence[str]], *, all_of: bool = False) -> str:
+    """An FTS5 MATCH expression: any term (or, with ``all_of``, a term of every group), each quoted.
+
+    Quoting every term as an FTS5 string keeps words like ``OR``, ``NEAR`` or ``col:`` from being
+    read as query syntax.
+    """
+    if not all_of:
+        return " OR ".join(_fts5_string(term) for term in _flat(groups))
+    return " AND ".join("(" + " OR ".join(_fts5_string(t) for t in group) + ")" for group in groups)
+
+
+def tsquery(groups: Sequence[Sequence[str]], *, all_of: bool = False) -> str:
+    """A ``to_tsquery`` expression like :func:`fts5_query`, each term a quoted lexeme."""
+    if not all_of:
+        return " | ".join(_lexeme(term) for term in _flat(groups))
+    return " & ".join("(" + " | ".join(_lexeme(t) for t in group) + ")" for group in groups)
+
+
+def _flat(groups: Sequence[Sequence[str]]) -> list[str]:
+    return list(dict.fromkeys(term for group in groups for term in group))
+
+
+def _fts5_string(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def _lexeme(term: str) -> str:
+    return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def idf(document_frequency: int, passages: int) -> float:
+    """BM25's inverse document frequency: rare terms weigh more; always positive."""
+    df = min(document_frequency, passages)
+    return math.log(1.0 + (passages - df + 0.5) / (df + 0.5))
+
+
+# BM25's usual constants; the score only orders passages of equal confidence.
+_K1: Final = 1.2
+_B: Final = 0.75
+
+
+def score_passage(
+    groups: Sequence[tuple[str, ...]], weights: Sequence[float], search_text: str, average_length: float
+) -> tuple[float, float]:
+    """(confidence, bm25) of one passage for a question's word groups and their IDF weights.
+
+    The confidence is the weighted share of the groups having a term in the passage (0..1).
+    """
+    total = sum(weights)
+    if total <= 0:
+        return 0.0, 0.0
+    terms = search_text.split()
+    present = set(terms)
+    norm = _K1 * (1.0 - _B + _B * len(terms) / max(average_length, 1.0))
+    found = 0.0
+    bm25 = 0.0
+    for group, weight in zip(groups, weights, strict=True):
+        if present.isdisjoint(group):
+            continue
+        found += weight
+        # The alternative terms of one word are indexed side by side; count the word once.
+        tf = max(terms.count(term) for term in group if term in present)
+        bm25 += weight * tf * (_K1 + 1.0) / (tf + norm)
+    return found / total, bm25
+
+
+@dataclass(frozen=True, slots=True)
+class MatchPlan:
+    """Which word groups the engine's query uses, and whether a passage needs any term or every group."""
+
+    groups: tuple[tuple[str, ...], ...]
+    all_of: bool = False
+
+
+def plan_match(
+    groups: Sequence[tuple[str, ...]], document_frequency: Mapping[str, int], passages: int
+) -> list[MatchPlan]:
+    """The engine queries to try in turn, the first returning rows wins (see :data:`MATCH_BUDGET`).
+
+    Ranking every passage that contains a very common word costs time in proportion to how many
+    there are (bm25 over 10,000 rows takes SQLite ~30 ms), and such words barely move the
+    confidence. So the query keeps the rarest words while the passages they match stay within
+    the budget; the common ones still count when candidates are scored. When even the rarest word
+    is common, passages must contain several of the words (AND), which finds the passages a
+    question covers best, with an OR over the rarest word as the fallback. Knowledge bases smaller
+    than the budget are always searched with every word.
+    """
+
+    def frequency(group: tuple[str, ...]) -> int:
+        return max(document_frequency.get(term, 0) for term in group)
+
+    ranked = sorted(groups, key=frequency)
+    # Words no passage contained when the statistics were taken cost nothing to look up (and may
+    # be new since); they go into every OR query.
+    unknown = [g for g in ranked if frequency(g) == 0]
+    known = [g for g in ranked if frequency(g) > 0]
+    if not known:
+        return [MatchPlan(tuple(unknown))]
+    plans: list[MatchPlan] = []
+    if frequency(known[0]) > MATCH_BUDGET and len(known) > 1:
+        chosen: list[tuple[str, ...]] = []
+        expected = float(max(passages, 1))
+        for group in known:
+            chosen.append(group)
+            expected *= min(frequency(group) / max(passages, 1), 1.0)
+            if expected <= MATCH_BUDGET:
+                break
+        plans.append(MatchPlan(tuple(chosen), all_of=True))
+    chosen = [*unknown, known[0]]
+    rows = frequency(known[0])
+    for group in known[1:]:
+        rows += frequency(group)
+        if rows > MATCH_BUDGET:
+            break
+        chosen.append(group)
+    plans.append(MatchPlan(tuple(chosen)))
+    return plans
+
+
+@dataclass(frozen=True, slots=True)
+class _ScopeStats:
+    version: tuple[Any, ...]
+    passages: int
+    average_length: float
+    document_frequency: dict[str, int]
+
+    def weights(self, groups: Sequence[tuple[str, ...]]) -> list[float]:
+        """Each word group's IDF weight (a group is as common as its most common term)."""
+        total = max(self.passages, 1)
+        return [idf(max(self.document_frequency.get(t, 0) for t in group), total) for group in groups]
+
+
+class DatabaseRetriever:
+    """The :class:`~warelay.agents.base.Retriever` over the knowledge tables (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: AsyncEngine, *, candidates: int = 32, cached_scopes: int = 256) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._candidates = candidates
+        self._cached_scopes = cached_scopes
+        self._stats: OrderedDict[tuple[int, int], _ScopeStats] = OrderedDict()
+        self._locks: dict[tuple[int, int], asyncio.Lock] = {}
+
+    async def search(
+        self, *, tenant_id: int, agent_id: int, query: str, limit: int = 5, language: str | None = None
+    ) -> Sequence[Passage]:
+        """Best passages first, ``score`` being the confidence (0..1); empty when nothing matches."""
+        if limit <= 0:
+            return []
+        detected, groups = query_groups(query, language)
+        groups = groups[:MAX_QUERY_GROUPS]
+        if not groups:
+            return []
+        key = (tenant_id, agent_id)
+        async with self._engine.connect() as conn:
+            stats = self._stats.get(key)
+            if stats is None:
+                stats = await self._refresh_stats(conn, key, None)
+            candidates = max(self._candidates, limit)
+            if self._postgres:
+                rows = await self._postgres_candidates(conn, tenant_id, agent_id, groups, stats, candidates)
+            else:
+                rows = await self._sqlite_candidates(conn, tenant_id, agent_id, groups, stats, candidates)
+            if not rows:
+                return []
+            version = (rows[0].docs, rows[0].passages, rows[0].max_id, rows[0].changed)
+            if version != stats.version:
+                stats = await self._refresh_stats(conn, key, version)
+        if key in self._stats:  # another search may have evicted it meanwhile
+            self._stats.move_to_end(key)
+        weights = stats.weights(groups)
+        scored = sorted(
+            ((*score_passage(groups, weights, row.search_text, stats.average_length), row) for row in rows),
+            key=lambda item: (-item[0], -item[1], item[2].id),
+        )
+        results = [
+            Passage(
+                id=int(row.id),
+                document=row.document,
+                title=row.title,
+                content=row.content,
+                answer=row.answer,
+                score=round(score, 4),
+            )
+            for score, _bm25, row in scored[:limit]
+        ]
+        log.debug(
+            "knowledge search tenant=%s agent=%s language=%s groups=%s best=%s",
+            tenant_id,
+            agent_id,
+            detected,
+            groups,
+            [(p.id, p.score) for p in results[:3]],
+        )
+        return results
+
+    async def _sqlite_candidates(
+        self,
+        conn: AsyncConnection,
+        tenant_id: int,
+        agent_id: int,
+        groups: Sequence[tuple[str, ...]],
+        stats: _ScopeStats,
+        candidates: int,
+    ) -> Sequence[Row[Any]]:
+        rows: Sequence[Row[Any]] = ()
+        for plan in plan_match(groups, stats.document_frequency, stats.passages):
+            params = {
+                "tenant": tenant_id,
+                "agent": agent_id,
+                "match": fts5_query(plan.groups, all_of=plan.all_of),
+                "candidates": candidates,
+            }
+            rows = (await conn.execute(_SQLITE_SEARCH, params)).all()
+            if rows:
+                break
+        return rows
+
+    async def _postgres_candidates(
+        self,
+        conn: AsyncConnection,
+        tenant_id: int,
+        agent_id: int,
+        groups: Sequence[tuple[str, ...]],
+        stats: _ScopeStats,
+        candidates: int,
+    ) -> Sequence[Row[Any]]:
+        # Candidates are ranked by the question's weighted coverage, every word counted.
+        weights = stats.weights(groups)
+        base = {"tenant": tenant_id, "agent": agent_id, "candidates": candidates}
+        if stats.passages <= POSTGRES_SCAN_PASSAGES:
+            statement, params = _postgres_search(groups, weights, indexed=False)
+            return (await conn.execute(statement, {**base, **params})).all()
+        statement, params = _postgres_search(groups, weights, indexed=True)
+        # The planner underrates to_tsvector's cost and picks a sequential scan, parsing every
+        # passage of every tenant, once the match looks unselective; this transaction only reads.
+        await conn.execute(text("SET LOCAL enable_seqscan = off"))
+        rows: Sequence[Row[Any]] = ()
+        for plan in plan_match(groups, stats.document_frequency, stats.passages):
+            match = tsquery(plan.groups, all_of=plan.all_of)
+            rows = (await conn.execute(statement, {**base, **params, "match": match})).all()
+            if rows:
+                break
+        return rows
+
+    async def _refresh_stats(
+        self, conn: AsyncConnection, key: tuple[int, int], version: tuple[Any, ...] | None
+    ) -> _ScopeStats:
+        """Load a scope's statistics unless another search just did (``version`` None: any version)."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            stats = self._stats.get(key)
+            if stats is None or (version is not None and stats.version != version):
+                stats = await self._load_stats(conn, *key)
+                self._stats[key] = stats
+                self._stats.move_to_end(key)
+                while len(self._stats) > self._cached_scopes:
+                    evicted, _ = self._stats.popitem(last=False)
+                    self._locks.pop(evicted, None)
+        return stats
+
+    async def _load_stats(self, conn: AsyncConnection, tenant_id: int, agent_id: int) -> _ScopeStats:
+        """Count, for every term of the agent's passages, how many passages contain it."""
+        params = {"tenant": tenant_id, "agent": agent_id}
+        frequency: Counter[str] = Counter()
+        version: tuple[Any, ...] | None = None
+        passages = 0
+        length = 0
+        for row in await conn.execute(_STATS, params):
+            version = (row.docs, row.passages, row.max_id, row.changed)
+            terms = row.search_text.split()
+            frequency.update(set(terms))
+            length += len(terms)
+            passages += 1
+        if version is None:
+            v = (await conn.execute(_STATS_VERSION, params)).one()
+            version = (v.docs, v.passages, v.max_id, v.changed)
+        log.debug("knowledge stats loaded for tenant %s agent %s: %s passages", tenant_id, agent_id, passages)
+        return _ScopeStats(
+            version=version,
+            passages=passages,
+            average_length=length / passages if passages else 1.0,
+            document_frequency=dict(frequency),
+        )

@@ -1,0 +1,160 @@
+"""The running parts of a warelay process, wired together once and shut down in order.
+
+``warelay serve`` runs a :class:`Runtime` inside the web app's lifespan (HTTP + in-process
+workers); ``warelay worker`` runs one without HTTP. Start-up applies migrations (unless told not
+to), upserts the env-configured number and loads the number registry; shutdown stops claiming,
+lets in-flight turns and sends finish (or hands them back), then closes connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Importing the agent modules registers their kinds.
+import warelay.agents.knowledge
+import warelay.agents.llm  # noqa: F401
+from warelay.agents.base import AgentDeps
+from warelay.agents.provider import AgentProvider
+from warelay.batching import Batcher
+from warelay.channels.base import Channel
+from warelay.channels.cloud.client import CloudChannel
+from warelay.config import Settings
+from warelay.crypto import SecretBox
+from warelay.inbox.store import Delivery, DeliveryResult, Inbox
+from warelay.inbox.worker import SendWorker, TurnWorker
+from warelay.knowledge.search import DatabaseRetriever
+from warelay.numbers import NumberRegistry, upsert_env_number
+from warelay.observability import Metrics
+from warelay.outbound.ratelimit import Pacer
+from warelay.storage.db import create_engine, upgrade
+
+log = logging.getLogger("warelay.runtime")
+
+
+class Runtime:
+    """Engine, registry, inbox, agents, channels and workers of one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        run_workers: bool | None = None,
+        graph_transport: httpx.AsyncBaseTransport | None = None,
+        migrate: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.run_workers = settings.worker.enabled if run_workers is None else run_workers
+        self.migrate = migrate
+        self.metrics = Metrics()
+        self.box = SecretBox(settings.secret_keys)
+        self.engine: AsyncEngine = create_engine(
+            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
+        self.registry = NumberRegistry(self.engine, self.box)
+        self.inbox = Inbox(self.engine, conversation_expiry=settings.conversations.expiry)
+        self.channels: Mapping[str, Channel] = {
+            "cloud": CloudChannel(
+                timeout=settings.outbound.request_timeout_seconds, transport=graph_transport
+            )
+        }
+        self.pacer = Pacer()
+        self.retriever = DatabaseRetriever(self.engine)
+        self.agents = AgentProvider(
+            self.engine, AgentDeps(retriever=self.retriever, settings=settings), settings
+        )
+        self.sender = SendWorker(
+            engine=self.engine,
+            inbox=self.inbox,
+            registry=self.registry,
+            channels=self.channels,
+            pacer=self.pacer,
+            settings=settings,
+            metrics=self.metrics,
+        )
+        self.turns = TurnWorker(
+            engine=self.engine,
+            inbox=self.inbox,
+            registry=self.registry,
+            agents=self.agents,
+            channels=self.channels,
+            pacer=self.pacer,
+            settings=settings,
+            metrics=self.metrics,
+            on_replies=self.sender.wake,
+        )
+        self.intake: Batcher[Delivery, DeliveryResult] = Batcher(self._store, name="inbox")
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _store(self, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
+        results = await self.inbox.store(deliveries)
+        if any(r.stored for r in results):
+            self.turns.wake()
+        return results
+
+    async def store(self, delivery: Delivery) -> DeliveryResult:
+        """Durably store one webhook's events (group-committed with concurrent ones)."""
+        return await self.intake.submit(delivery)
+
+    async def start(self) -> None:
+        """Migrate, configure the env number, load numbers, start workers and housekeeping."""
+        if self.migrate:
+            await upgrade(self.engine)
+        await upsert_env_number(self.engine, self.box, self.settings)
+        await self.registry.load()
+        if self.run_workers:
+            self._tasks.append(asyncio.create_task(self.turns.run(), name="turn-worker"))
+            self._tasks.append(asyncio.create_task(self.sender.run(), name="send-worker"))
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        log.info(
+            "warelay started: %d number(s), workers %s, database %s",
+            len(self.registry.all()),
+            "on" if self.run_workers else "off",
+            self.engine.dialect.name,
+        )
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            try:
+                await self.registry.refresh_if_stale()
+                for kind, depth in (await self.inbox.queue_depth()).items():
+                    self.metrics.queue_depth.labels(kind).set(depth)
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def ready(self) -> bool:
+        """Whether the database answers."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            log.exception("database not reachable")
+            return False
+        return True
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, finish or release in-flight work, close everything."""
+        await self.intake.close()
+        started = time.monotonic()
+        await self.turns.stop(grace)
+        if self.run_workers:
+            # Replies of the turns that just finished go out now rather than waiting for the next start.
+            await self.sender.idle(max(1.0, grace - (time.monotonic() - started)))
+        await self.sender.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for channel in self.channels.values():
+            await channel.aclose()
+        await self.engine.dispose()
+        log.info("warelay stopped")
