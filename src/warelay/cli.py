@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -52,6 +52,11 @@ app.add_typer(keys_app, name="keys")
 
 DEMO_DIR = Path(".warelay")
 SCOPES = ("admin", "messages:send", "conversations:read", "conversations:write")
+
+
+def _table(*headers: str) -> Table:
+    """A listing whose cells wrap instead of being cut off (ids and keys must stay whole)."""
+    return Table(*(Column(h, overflow="fold") for h in headers))
 
 
 def main() -> None:
@@ -221,6 +226,10 @@ def demo(
     )
 
     async def run() -> None:
+        # uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler turns
+        # that into a clean exit (status 0) after the graceful shutdown both servers already did.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
         simulator = Simulator(sim_config)
         application = create_app(settings)
         warelay_server = uvicorn.Server(
@@ -407,7 +416,7 @@ def knowledge_list(tenant: TenantOpt = None, agent: AgentOpt = None) -> None:
     async def work(engine: AsyncEngine) -> None:
         tenant_id, agent_id = await _tenant_and_agent(engine, settings, tenant, agent)
         docs = await list_documents(engine, tenant_id=tenant_id, agent_id=agent_id)
-        table = Table("name", "passages", "sha256", "added")
+        table = _table("name", "passages", "sha256", "added")
         for doc in docs:
             table.add_row(
                 doc.name, str(doc.passages), doc.sha256[:12], doc.created_at.isoformat(timespec="seconds")
@@ -517,7 +526,7 @@ def numbers_list() -> None:
             return list(
                 (
                     await conn.execute(
-                        select(Number, Tenant.subdomain, Agent.name)
+                        select(*Number.__table__.c, Tenant.subdomain, Agent.name.label("agent_name"))
                         .join(Tenant, Tenant.id == Number.tenant_id)
                         .outerjoin(Agent, Agent.id == Number.agent_id)
                         .order_by(Number.id)
@@ -526,15 +535,14 @@ def numbers_list() -> None:
             )
 
     rows = _run(_with_engine(settings, work))
-    table = Table("phone number id", "number", "name", "tenant", "agent", "status", "tier", "webhook URL")
-    for row in rows:
-        n = row[0]
+    table = _table("phone number id", "number", "name", "tenant", "agent", "status", "tier", "webhook URL")
+    for n in rows:
         table.add_row(
             n.phone_number_id,
             n.display_phone_number or "",
             n.display_name or "",
-            row.subdomain,
-            row.name or "(default)",
+            n.subdomain,
+            n.agent_name or "(default)",
             n.status,
             str(n.throughput_mps),
             webhook_url(settings),
@@ -610,14 +618,13 @@ def keys_list() -> None:
                 ).all()
             )
 
-    table = Table("id", "prefix", "name", "tenant", "scopes", "created", "last used", "revoked")
-    for row in _run(_with_engine(settings, work)):
-        k = row[0]
+    table = _table("id", "prefix", "name", "tenant", "scopes", "created", "last used", "revoked")
+    for k in _run(_with_engine(settings, work)):
         table.add_row(
             str(k.id),
             k.prefix + "…",
             k.name or "",
-            row.subdomain or "(platform)",
+            k.subdomain or "(platform)",
             ", ".join(k.scopes),
             k.created_at.isoformat(timespec="seconds"),
             k.last_used_at.isoformat(timespec="seconds") if k.last_used_at else "",
@@ -678,3 +685,7 @@ def send(
         out.print(f"message {message_id}: {status}")
     if any(s == "failed" for _, s in statuses):
         raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,10 +19,21 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
+_CORRELATION = ("wamid", "conversation", "number", "work_item", "tenant")
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines, ending with the correlation ids (provider message id first) when known."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render a record as one line of text."""
+        line = super().format(record)
+        ids = " ".join(f"{key}={getattr(record, key)}" for key in _CORRELATION if hasattr(record, key))
+        return f"{line} [{ids}]" if ids else line
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and any ``extra`` correlation ids."""
-
-    _EXTRA = ("wamid", "conversation", "number", "work_item", "tenant")
 
     def format(self, record: logging.LogRecord) -> str:
         """Render a record as JSON."""
@@ -32,7 +43,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in self._EXTRA:
+        for key in _CORRELATION:
             if hasattr(record, key):
                 data[key] = getattr(record, key)
         if record.exc_info:

@@ -203,17 +203,16 @@ def _is_bare(tokens: Sequence[str], words: frozenset[str], core: frozenset[str])
     return 0 < len(tokens) <= 6 and all(t in words for t in tokens) and any(t in core for t in tokens)
 
 
-_MD_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
-_MD_BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
-_MD_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)\)")
 _SENTENCE_END = re.compile(r"[.!?…](?=\s)")
 
 
-def as_chat_text(content: str, limit: int = MAX_ANSWER_CHARS) -> str:
-    """A passage's Markdown made readable in WhatsApp (its own *bold*, plain links), cut at a sentence."""
-    text = _MD_HEADING.sub(lambda m: f"*{m.group(1)}*", content.strip())
-    text = _MD_BOLD.sub(lambda m: f"*{m.group(1) or m.group(2)}*", text)
-    text = _MD_LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", text)
+def trim_answer(content: str, limit: int = MAX_ANSWER_CHARS) -> str:
+    """A passage's text for a chat reply: whole when short, else cut after the last sentence that fits.
+
+    Markdown stays as written: the worker turns every reply into WhatsApp markup
+    (``outbound.format.markdown_to_whatsapp``) before it is split and sent.
+    """
+    text = content.strip()
     if len(text) <= limit:
         return text
     head = text[:limit]
@@ -271,7 +270,7 @@ class KnowledgeAgent:
         if best is None or confidence < self.config.min_confidence:
             log.debug("no confident answer (best %s) for %s", confidence, turn.session.session_id)
             return self._say(self.config.unknown_text, language, "unknown", confidence=confidence)
-        body = best.answer.strip() if best.answer and best.answer.strip() else as_chat_text(best.content)
+        body = best.answer.strip() if best.answer and best.answer.strip() else trim_answer(best.content)
         return AgentReply(
             replies=(OutText(body=body),),
             notes={

@@ -84,9 +84,15 @@ _POSTGRES_SEARCH = """
            v.docs, v.passages, v.max_id, v.changed
     FROM (
         SELECT id, size FROM (
-            SELECT s.id, length(s.search_text) AS size, {score} AS score
-            FROM knowledge_passages AS s
-            WHERE {where}
+            SELECT s.id, s.size, {score} AS score
+            FROM (
+                -- OFFSET 0 keeps this subquery from being flattened, so that the padded text is
+                -- built once per row rather than once per term.
+                SELECT s.id, length(s.search_text) AS size, ' ' || s.search_text || ' ' AS padded
+                FROM knowledge_passages AS s
+                WHERE {where}
+                OFFSET 0
+            ) AS s
         ) AS scored
         WHERE score > 0
         ORDER BY score DESC, size, id
@@ -123,7 +129,7 @@ def _postgres_search(
         tests = []
         for j, term in enumerate(group):
             params[f"t{i}_{j}"] = f" {term} "
-            tests.append(f"strpos(' ' || s.search_text || ' ', :t{i}_{j}) > 0")
+            tests.append(f"strpos(s.padded, :t{i}_{j}) > 0")
         params[f"w{i}"] = weight
         cases.append(f"CASE WHEN {' OR '.join(tests)} THEN CAST(:w{i} AS float8) ELSE 0 END")
     # Only generated parameter names are put into the SQL; every value is a bound parameter.

@@ -1,0 +1,54 @@
+"""The llm agent end to end: simulator → warelay → OpenAI-compatible model on loopback → reply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.fakes_openai import FakeOpenAIError, OpenAICompatibleServer
+from tests.integration.stack import run_stack
+
+
+async def test_llm_agent_answers_with_history_and_markdown_converted(db_url: str) -> None:
+    def responder(body: dict[str, Any]) -> str:
+        last = body["messages"][-1]["content"]
+        return f"**Sure!** You said: {last}"
+
+    async with OpenAICompatibleServer(responder) as model:
+        async with run_stack(
+            db_url,
+            agent={"kind": "llm", "system_prompt": "You are the assistant of {business_name}."},
+            llm={"base_url": model.base_url, "model": "test-model"},
+        ) as stack:
+            await stack.simulator.user_sends("15551260001", "first question", name="Ana")
+            assert await stack.replies_to("15551260001", 1) == ["*Sure!* You said: first question"]
+            await stack.simulator.user_sends("15551260001", "second question")
+            texts = await stack.replies_to("15551260001", 2)
+            assert texts[1] == "*Sure!* You said: second question"
+            assert stack.simulator.rejected == []
+
+        request = model.requests[-1]
+        assert request["model"] == "test-model"
+        roles = [m["role"] for m in request["messages"]]
+        assert roles[0] in ("system", "developer")
+        assert "You are the assistant of" in request["messages"][0]["content"]
+        contents = [m["content"] for m in request["messages"][1:]]
+        # History holds what the user saw: the reply as sent, in WhatsApp markup.
+        assert contents == ["first question", "*Sure!* You said: first question", "second question"]
+
+
+async def test_llm_failures_retry_then_fallback(db_url: str) -> None:
+    def broken(body: dict[str, Any]) -> str:
+        raise FakeOpenAIError(500, "model exploded")
+
+    async with OpenAICompatibleServer(broken) as model:
+        async with run_stack(
+            db_url,
+            agent={"kind": "llm"},
+            llm={"base_url": model.base_url, "model": "test-model"},
+            worker={"max_attempts": 2},
+        ) as stack:
+            await stack.simulator.user_sends("15551260002", "hello?")
+            texts = await stack.replies_to("15551260002", 1, timeout=20)
+            assert texts == [stack.settings.agent.fallback_text]
+            failures = (await stack.api("/api/v1/failures", kind="turn"))["items"]
+            assert len(failures) == 1
