@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-
 _CORRELATION = ("wamid", "conversation", "number", "work_item", "tenant")
 
 

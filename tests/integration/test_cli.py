@@ -74,7 +74,8 @@ def test_numbers_add_and_list_never_show_secrets(cli_env: dict[str, str]) -> Non
     assert added.exit_code == 0, added.output
     assert "/webhooks/whatsapp" in added.stdout
     listed = runner.invoke(app, ["numbers", "list"])
-    assert "555000111" in listed.stdout and "shop-a" in listed.stdout
+    assert "555000111" in listed.stdout
+    assert "shop-a" in listed.stdout
     assert "very-secret" not in listed.stdout
 
 

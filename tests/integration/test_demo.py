@@ -1,4 +1,4 @@
-"""`warelay demo` from a clean directory: start, one message typed into the simulator, the reply, clean exit."""
+"""`warelay demo` in a clean directory: start, one message typed into the simulator, the reply, exit 0."""
 
 from __future__ import annotations
 

@@ -40,15 +40,17 @@ async def test_llm_failures_retry_then_fallback(db_url: str) -> None:
     def broken(body: dict[str, Any]) -> str:
         raise FakeOpenAIError(500, "model exploded")
 
-    async with OpenAICompatibleServer(broken) as model:
-        async with run_stack(
+    async with (
+        OpenAICompatibleServer(broken) as model,
+        run_stack(
             db_url,
             agent={"kind": "llm"},
             llm={"base_url": model.base_url, "model": "test-model"},
             worker={"max_attempts": 2},
-        ) as stack:
-            await stack.simulator.user_sends("15551260002", "hello?")
-            texts = await stack.replies_to("15551260002", 1, timeout=20)
-            assert texts == [stack.settings.agent.fallback_text]
-            failures = (await stack.api("/api/v1/failures", kind="turn"))["items"]
-            assert len(failures) == 1
+        ) as stack,
+    ):
+        await stack.simulator.user_sends("15551260002", "hello?")
+        texts = await stack.replies_to("15551260002", 1, timeout=20)
+        assert texts == [stack.settings.agent.fallback_text]
+        failures = (await stack.api("/api/v1/failures", kind="turn"))["items"]
+        assert len(failures) == 1
