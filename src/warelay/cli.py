@@ -241,7 +241,6 @@ def demo(
             )
         )
         await simulator.start()
-        await _load_demo_knowledge(settings)
         tasks = [asyncio.create_task(warelay_server.serve()), asyncio.create_task(sim_server.serve())]
         while not (warelay_server.started and sim_server.started):
             if any(t.done() for t in tasks):
@@ -271,24 +270,6 @@ def demo(
 def demo_knowledge_dir() -> Path:
     """The example knowledge base shipped with warelay."""
     return Path(__file__).with_name("demo") / "knowledge"
-
-
-async def _load_demo_knowledge(settings: Settings) -> None:
-    from warelay.knowledge.ingest import add_folder
-    from warelay.numbers import ensure_agent, ensure_tenant
-
-    folder = settings.agent.knowledge_dir
-    if folder is None:
-        return
-
-    async def work(engine: AsyncEngine) -> None:
-        tenant_id = await ensure_tenant(engine, settings.whatsapp.tenant)
-        agent_id = await ensure_agent(
-            engine, tenant_id=tenant_id, name=settings.agent.name, kind=settings.agent_kind, update_kind=True
-        )
-        await add_folder(engine, tenant_id=tenant_id, agent_id=agent_id, folder=folder)
-
-    await _with_engine(settings, work)
 
 
 @app.command()

@@ -28,10 +28,12 @@ from warelay.channels.base import Channel
 from warelay.channels.cloud.client import CloudChannel
 from warelay.config import Settings
 from warelay.crypto import SecretBox
+from warelay.errors import ConfigError
 from warelay.inbox.store import Delivery, DeliveryResult, Inbox
 from warelay.inbox.worker import SendWorker, TurnWorker
+from warelay.knowledge.ingest import add_folder
 from warelay.knowledge.search import DatabaseRetriever
-from warelay.numbers import NumberRegistry, upsert_env_number
+from warelay.numbers import NumberRegistry, ensure_agent, ensure_tenant, upsert_env_number
 from warelay.observability import Metrics
 from warelay.outbound.ratelimit import Pacer
 from warelay.storage.db import create_engine, upgrade
@@ -108,6 +110,7 @@ class Runtime:
         if self.migrate:
             await upgrade(self.engine)
         await upsert_env_number(self.engine, self.box, self.settings)
+        await self._load_knowledge_dir()
         await self.registry.load()
         if self.run_workers:
             self._tasks.append(asyncio.create_task(self.turns.run(), name="turn-worker"))
@@ -119,6 +122,19 @@ class Runtime:
             "on" if self.run_workers else "off",
             self.engine.dialect.name,
         )
+
+    async def _load_knowledge_dir(self) -> None:
+        """Index the folder named by ``WARELAY_AGENT__KNOWLEDGE_DIR`` for the env number's agent."""
+        folder = self.settings.agent.knowledge_dir
+        if folder is None:
+            return
+        if not folder.is_dir():
+            raise ConfigError(f"WARELAY_AGENT__KNOWLEDGE_DIR names {str(folder)!r}, which is not a folder")
+        tenant_id = await ensure_tenant(self.engine, self.settings.whatsapp.tenant)
+        agent_id = await ensure_agent(
+            self.engine, tenant_id=tenant_id, name=self.settings.agent.name, kind=self.settings.agent_kind
+        )
+        await add_folder(self.engine, tenant_id=tenant_id, agent_id=agent_id, folder=folder)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -156,5 +172,6 @@ class Runtime:
                 await task
         for channel in self.channels.values():
             await channel.aclose()
+        await self.agents.aclose()
         await self.engine.dispose()
         log.info("warelay stopped")

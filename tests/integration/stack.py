@@ -107,9 +107,18 @@ async def _serve(server: uvicorn.Server) -> asyncio.Task[None]:
 
 @asynccontextmanager
 async def run_stack(
-    db_url: str, *, sim: dict[str, Any] | None = None, run_workers: bool = True, **settings_overrides: Any
+    db_url: str,
+    *,
+    sim: dict[str, Any] | None = None,
+    run_workers: bool = True,
+    expect_rejected: bool = False,
+    **settings_overrides: Any,
 ) -> AsyncIterator[Stack]:
-    """Start the simulator and warelay on free loopback ports; stop both afterwards."""
+    """Start the simulator and warelay on free loopback ports; stop both afterwards.
+
+    Every Graph request warelay makes passes the simulator's validator: the stack fails the test
+    if the simulator rejected one (unless ``expect_rejected``).
+    """
     warelay_port, sim_port = free_port(), free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
     simulator = Simulator(
@@ -142,6 +151,8 @@ async def run_stack(
         sim_server.should_exit = True
         await sim_task
         await simulator.stop()
+    if not expect_rejected:
+        assert simulator.rejected == [], f"the simulator rejected warelay's requests: {simulator.rejected}"
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -269,3 +269,80 @@ async def test_queue_is_empty_after_work(db_url: str) -> None:
         async with stack.runtime.engine.connect() as conn:
             left = (await conn.execute(select(func.count()).select_from(WorkItem))).scalar_one()
         assert left == 0
+
+
+async def test_acknowledgement_goes_first_when_configured(db_url: str) -> None:
+    async with run_stack(db_url, agent={"acknowledgement": "One moment please…"}) as stack:
+        wamid = await stack.simulator.user_sends("15551230014", "sleep:0.2 question")
+        texts = await stack.replies_to("15551230014", 2)
+        assert texts == ["One moment please…", "echo: sleep:0.2 question"]
+        assert stack.simulator.messages_to("15551230014")[0].body["context"] == {"message_id": wamid}
+
+
+async def test_expired_conversation_opens_a_new_one(db_url: str) -> None:
+    async with run_stack(db_url, conversations={"expiry_hours": 0.5 / 3600}) as stack:
+        await stack.simulator.user_sends("15551230015", "state:order/cart first")
+        await stack.replies_to("15551230015", 1)
+        first = (await stack.api("/api/v1/conversations", user="15551230015"))["items"]
+        assert [(c["intent"], c["step"]) for c in first] == [("order", "cart")]
+        await asyncio.sleep(0.7)
+        await stack.simulator.user_sends("15551230015", "second")
+        await stack.replies_to("15551230015", 2)
+        conversations = (await stack.api("/api/v1/conversations", user="15551230015"))["items"]
+        assert len(conversations) == 2
+        newest, oldest = conversations
+        assert newest["is_active"] is True and newest["intent"] is None
+        assert oldest["is_active"] is False and oldest["id"] == first[0]["id"]
+
+
+async def test_state_changes_keep_previous_intent_and_step(db_url: str) -> None:
+    async with run_stack(db_url) as stack:
+        await stack.simulator.user_sends("15551230016", "state:menu/browsing")
+        await stack.simulator.user_sends("15551230016", "state:order/selecting")
+        await stack.replies_to("15551230016", 2)
+        conv = (await stack.api("/api/v1/conversations", user="15551230016"))["items"][0]
+        assert (conv["intent"], conv["step"]) == ("order", "selecting")
+        assert (conv["previous_intent"], conv["previous_step"]) == ("menu", "browsing")
+        assert conv["context"] == {"last": "state:order/selecting"}
+
+
+async def test_health_and_metrics(db_url: str) -> None:
+    async with run_stack(db_url) as stack:
+        await stack.simulator.user_sends("15551230017", "count me")
+        await stack.replies_to("15551230017", 1)
+        assert (await stack.http.get(f"{stack.url}/healthz")).json() == {"status": "ok"}
+        assert (await stack.http.get(f"{stack.url}/readyz")).status_code == 200
+        health = (await stack.http.get(f"{stack.url}/api/health")).json()
+        assert health["success"] is True and health["data"]["status"] == "healthy"
+        metrics = (await stack.http.get(f"{stack.url}/metrics")).text
+        assert 'warelay_inbound_messages_total{type="text"} 1.0' in metrics
+        assert "warelay_agent_latency_seconds_count" in metrics
+        assert 'warelay_outbound_messages_total{result="accepted",type="text"} 1.0' in metrics
+
+
+async def test_paging_through_conversations(db_url: str) -> None:
+    async with run_stack(db_url) as stack:
+        for i in range(5):
+            await stack.simulator.user_sends(f"155512302{i:02d}", "hi")
+        await stack.simulator.wait_for(lambda: len(stack.simulator.sent) >= 5)
+        seen: list[str] = []
+        cursor = None
+        for _ in range(5):
+            params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+            page = await stack.api("/api/v1/conversations", **params)
+            seen += [c["id"] for c in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert len(seen) == 5 and len(set(seen)) == 5
+        bad = await stack.http.get(
+            f"{stack.url}/api/v1/conversations",
+            params={"cursor": "garbage!"},
+            headers={"Authorization": "Bearer test-admin-token-0123456789"},
+        )
+        assert bad.status_code == 422
+        missing = await stack.http.get(
+            f"{stack.url}/api/v1/conversations/nope/messages",
+            headers={"Authorization": "Bearer test-admin-token-0123456789"},
+        )
+        assert missing.status_code == 404

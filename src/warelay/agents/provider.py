@@ -66,9 +66,24 @@ class AgentProvider:
             kind=row.kind,
             config={**env_agent_defaults(self._settings), **(row.config or {})},
         )
-        agent = cached[2] if cached is not None and cached[1] == spec else build_agent(spec, self._deps)
+        if cached is not None and cached[1] == spec:
+            agent = cached[2]
+        else:
+            agent = build_agent(spec, self._deps)
+            if cached is not None:  # the configuration changed: the old instance is done
+                close = getattr(cached[2], "aclose", None)
+                if close is not None:
+                    await close()
         self._cache[agent_id] = (time.monotonic(), spec, agent)
         return spec, agent
+
+    async def aclose(self) -> None:
+        """Release what cached agents hold (an LLM agent's HTTP client, say)."""
+        for _, _, agent in self._cache.values():
+            close = getattr(agent, "aclose", None)
+            if close is not None:
+                await close()
+        self._cache.clear()
 
     async def _default_agent_id(self, tenant_id: int) -> int:
         found = self._default_ids.get(tenant_id)

@@ -256,6 +256,7 @@ class TurnWorker(_Loop):
             spec, agent = await self.agents.for_number(number)
             if item.attempts == 1:
                 self._show_activity(number, wamid)
+                await self._acknowledge(item, data, spec.config.get("acknowledgement"))
             turn = Turn(
                 tenant_id=number.tenant_id,
                 tenant=number.tenant,
@@ -292,6 +293,26 @@ class TurnWorker(_Loop):
             raise
         except Exception as exc:
             await self._failed(item, data, exc, extra)
+
+    async def _acknowledge(self, item: Claimed, data: TurnData, text: object) -> None:
+        """Queue the configured acknowledgement (seed 003) ahead of the agent's answer."""
+        if not isinstance(text, str) or not text.strip():
+            return
+        async with self.engine.begin() as conn:
+            await enqueue(
+                conn,
+                [
+                    Draft(
+                        conversation_id=item.conversation_id,
+                        number_id=data.number_id,
+                        content=OutText(body=text),
+                        reply_to=data.message.provider_message_id,
+                        turn_message_id=item.message_id,
+                    )
+                ],
+                utcnow(),
+            )
+        self.on_replies()
 
     def _show_activity(self, number: NumberInfo, wamid: str) -> None:
         out = self.settings.outbound
