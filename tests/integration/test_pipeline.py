@@ -291,8 +291,10 @@ async def test_expired_conversation_opens_a_new_one(db_url: str) -> None:
         conversations = (await stack.api("/api/v1/conversations", user="15551230015"))["items"]
         assert len(conversations) == 2
         newest, oldest = conversations
-        assert newest["is_active"] is True and newest["intent"] is None
-        assert oldest["is_active"] is False and oldest["id"] == first[0]["id"]
+        assert newest["is_active"] is True
+        assert newest["intent"] is None
+        assert oldest["is_active"] is False
+        assert oldest["id"] == first[0]["id"]
 
 
 async def test_state_changes_keep_previous_intent_and_step(db_url: str) -> None:
@@ -313,7 +315,8 @@ async def test_health_and_metrics(db_url: str) -> None:
         assert (await stack.http.get(f"{stack.url}/healthz")).json() == {"status": "ok"}
         assert (await stack.http.get(f"{stack.url}/readyz")).status_code == 200
         health = (await stack.http.get(f"{stack.url}/api/health")).json()
-        assert health["success"] is True and health["data"]["status"] == "healthy"
+        assert health["success"] is True
+        assert health["data"]["status"] == "healthy"
         metrics = (await stack.http.get(f"{stack.url}/metrics")).text
         assert 'warelay_inbound_messages_total{type="text"} 1.0' in metrics
         assert "warelay_agent_latency_seconds_count" in metrics
@@ -334,7 +337,8 @@ async def test_paging_through_conversations(db_url: str) -> None:
             cursor = page["next_cursor"]
             if cursor is None:
                 break
-        assert len(seen) == 5 and len(set(seen)) == 5
+        assert len(seen) == 5
+        assert len(set(seen)) == 5
         bad = await stack.http.get(
             f"{stack.url}/api/v1/conversations",
             params={"cursor": "garbage!"},
