@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def worker_process(stack: Stack, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+def worker_process(stack: Stack, grace: float = 5, **env: str) -> Iterator[subprocess.Popen[bytes]]:
     """A `warelay worker` process (with the test agent) configured like ``stack``."""
-    environment = {**os.environ, **settings_env(stack.settings), **env}
+    environment = {**os.environ, **settings_env(stack.settings), "WARELAY_LOG_LEVEL": "WARNING", **env}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.worker_main", "worker", "--grace", "5"],
+        [sys.executable, "-m", "tests.integration.worker_main", "worker", "--grace", str(grace)],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.DEVNULL,
