@@ -88,3 +88,11 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     if not isinstance(values, list) or len(values) != arity:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
     return values
+
+
+def decode_id_cursor(cursor: str) -> int:
+    """Decode a cursor holding one row id (422 when it is not one)."""
+    (value,) = decode_cursor(cursor, 1)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
+    return value

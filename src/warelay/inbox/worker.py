@@ -87,8 +87,23 @@ class _Loop(abc.ABC):
     kind: str
     log: logging.Logger
 
-    def __init__(self, *, inbox: Inbox, settings: Settings, metrics: Metrics, concurrency: int) -> None:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        inbox: Inbox,
+        registry: NumberRegistry,
+        channels: Mapping[str, Channel],
+        pacer: Pacer,
+        settings: Settings,
+        metrics: Metrics,
+        concurrency: int,
+    ) -> None:
+        self.engine = engine
         self.inbox = inbox
+        self.registry = registry
+        self.channels = channels
+        self.pacer = pacer
         self.settings = settings
         self.metrics = metrics
         self.concurrency = concurrency
@@ -139,6 +154,16 @@ class _Loop(abc.ABC):
     @abc.abstractmethod
     async def _dispatch(self, claimed: list[Claimed]) -> None:
         """Load the claimed items and start a task for each."""
+
+    async def _number(self, number_id: int) -> NumberInfo:
+        """A number from the registry, reloading it once when the number is new to this process."""
+        number = self.registry.by_id(number_id)
+        if number is None:
+            await self.registry.load()
+            number = self.registry.by_id(number_id)
+        if number is None:
+            raise PermanentDeliveryError(f"number {number_id} is not configured")
+        return number
 
     def _start(self, item: Claimed, coro: Any) -> None:
         task = asyncio.create_task(coro, name=f"{self.kind}:{item.id}")
@@ -207,13 +232,16 @@ class TurnWorker(_Loop):
         on_replies: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(
-            inbox=inbox, settings=settings, metrics=metrics, concurrency=settings.worker.agent_concurrency
+            engine=engine,
+            inbox=inbox,
+            registry=registry,
+            channels=channels,
+            pacer=pacer,
+            settings=settings,
+            metrics=metrics,
+            concurrency=settings.worker.agent_concurrency,
         )
-        self.engine = engine
-        self.registry = registry
         self.agents = agents
-        self.channels = channels
-        self.pacer = pacer
         self.on_replies = on_replies
         self._completer: Batcher[_TurnDone, bool] = Batcher(self._complete, name="turn-complete")
 
@@ -238,15 +266,6 @@ class TurnWorker(_Loop):
                     await dead_letter_items(conn, [(item, error_record(data))], utcnow())
                 continue
             self._start(item, self._process(item, data))
-
-    async def _number(self, number_id: int) -> NumberInfo:
-        number = self.registry.by_id(number_id)
-        if number is None:
-            await self.registry.load()
-            number = self.registry.by_id(number_id)
-        if number is None:
-            raise LookupError(f"number {number_id} is not configured")
-        return number
 
     async def _process(self, item: Claimed, data: TurnData) -> None:
         wamid = data.message.provider_message_id
@@ -420,12 +439,15 @@ class SendWorker(_Loop):
         metrics: Metrics,
     ) -> None:
         super().__init__(
-            inbox=inbox, settings=settings, metrics=metrics, concurrency=settings.worker.send_concurrency
+            engine=engine,
+            inbox=inbox,
+            registry=registry,
+            channels=channels,
+            pacer=pacer,
+            settings=settings,
+            metrics=metrics,
+            concurrency=settings.worker.send_concurrency,
         )
-        self.engine = engine
-        self.registry = registry
-        self.channels = channels
-        self.pacer = pacer
         self._completer: Batcher[_SendDone, bool] = Batcher(self._complete, name="send-complete")
 
     async def stop(self, grace: float) -> None:
@@ -448,12 +470,7 @@ class SendWorker(_Loop):
         extra = {"conversation": item.conversation_id, "work_item": item.id}
         kind = p.content.kind
         try:
-            number = self.registry.by_id(p.number_id)
-            if number is None:
-                await self.registry.load()
-                number = self.registry.by_id(p.number_id)
-            if number is None:
-                raise PermanentDeliveryError(f"number {p.number_id} is not configured")
+            number = await self._number(p.number_id)
             channel = self.channels.get(number.channel)
             if channel is None:
                 raise PermanentDeliveryError(

@@ -49,8 +49,8 @@ MAX_PASSAGE_CHARS: Final = 1200
 MAX_DOCUMENT_BYTES: Final = 20 * 1024 * 1024
 MAX_NAME_CHARS: Final = 300
 _INSERT_BATCH: Final = 500
-# Indexing is CPU work in the event loop's thread (Snowball's pure-Python stemmers are not
-# thread-safe); hand the loop back this often so that messages keep flowing during a big upload.
+# Indexing is CPU work in the event loop's thread (a worker thread would still hold the GIL);
+# hand the loop back this often so that messages keep flowing during a big upload.
 _YIELD_EVERY_S: Final = 0.005
 
 _QUESTION_COLUMNS: Final = frozenset(

@@ -27,6 +27,7 @@ What a passage is indexed with (the choice, and why):
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
@@ -67,6 +68,8 @@ _EN_STOP = _words(
     through to too u under until up ur us very want was wasnt we were weve what whats when where
     whats which while who whom whos why will with wont would wouldnt yeah yes yet you youd youll
     your youre yours yourself yourselves youve hello hiya dear sir madam guys
+    option options possible available anything something thing things way able wanna gonna
+    kind sort stuff info question questions ask asking help
     """
 )
 
@@ -81,7 +84,7 @@ _ES_STOP = _words(
     que quien quienes se sea ser si sin sobre solo son soy su sus tal tambien te tenemos tener
     tengo ti tiene tienen toda todas todo todos tu tus u un una unas uno unos usted ustedes vosotros
     vuestra vuestro y ya favor quiero quisiera saber necesito buenos buenas tardes noches senor
-    senora oye vale
+    senora oye vale opcion opciones posible disponible informacion pregunta preguntar ayuda
     """
 )
 
@@ -93,7 +96,8 @@ _ID_STOP = _words(
     kami kamu kan kapan karena kasih ke kenapa ketika kita kok lagi lah mah makasih mana mas masih
     mau mbak mengapa mereka mohon nggak ngga nya oleh pada pak para pun saja sama saya sebagai
     sedang sih siapa silakan sini situ sudah supaya tapi tetapi terima tidak tolong udah untuk
-    yaitu yang ya yuk selamat permisi min sis
+    yaitu yang ya yuk selamat permisi min sis info tanya nanya bantu ingin pengen kepo punya banyak
+    cara
     """
 )
 
@@ -118,7 +122,7 @@ _MARKERS: Final[dict[str, frozenset[str]]] = {
         cuantos cuantas cual cuales hola gracias puedo puede pueden tienen tiene hacen hay buenos
         buenas dias tardes noches se su sus mi lo le al pero muy envio envios pedido pedidos precio
         precios tienda horario quiero necesito favor usted ustedes estan esta abren cierran pagar
-        pago granos venden
+        pago granos venden quien quienes porque
         """
     ),
     "indonesian": _words(
@@ -127,7 +131,7 @@ _MARKERS: Final[dict[str, frozenset[str]]] = {
         bagaimana gimana saya aku kami kita anda kamu kak kakak gan halo hai selamat pagi siang sore
         malam terima kasih makasih mau ada sudah udah belum dong ya sih untuk dengan juga atau kirim
         ongkir harga toko buka jam pesan bayar kopi biji boleh tolong mohon mas mbak pak bu aja saja
-        sampai hari pesanan pengiriman
+        sampai hari pesanan pengiriman siapa kenapa mengapa
         """
     ),
 }
@@ -181,15 +185,19 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(_INNER_APOSTROPHE.sub("", fold(text)))
 
 
-_stemmers: dict[str, Any] = {}
+# Snowball's pure-Python stemmers keep the word being stemmed in the object: one set per thread.
+_local = threading.local()
 
 
 def _stemmer(language: str) -> Any:
-    stemmer = _stemmers.get(language)
+    stemmers: dict[str, Any] | None = getattr(_local, "stemmers", None)
+    if stemmers is None:
+        stemmers = _local.stemmers = {}
+    stemmer = stemmers.get(language)
     if stemmer is None:
         if language not in LANGUAGES:
             raise ValueError(f"unknown language {language!r}; supported: {', '.join(LANGUAGES)}")
-        stemmer = _stemmers[language] = snowballstemmer.stemmer(language)
+        stemmer = stemmers[language] = snowballstemmer.stemmer(language)
     return stemmer
 
 

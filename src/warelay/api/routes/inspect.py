@@ -18,6 +18,7 @@ from warelay.api.schemas import (
     MessagePublic,
     Page,
     decode_cursor,
+    decode_id_cursor,
     encode_cursor,
 )
 from warelay.storage.models import Contact, Conversation, Message, Number, Tenant, WorkItem
@@ -148,30 +149,11 @@ async def list_messages(
     await _get_conversation(runtime, principal, conversation_id)
     query = select(*_MESSAGE).where(Message.conversation_id == conversation_id)
     if cursor is not None:
-        (after,) = decode_cursor(cursor, 1)
-        if not isinstance(after, int):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
-        query = query.where(Message.id > after)
+        query = query.where(Message.id > decode_id_cursor(cursor))
     query = query.order_by(Message.id).limit(limit + 1)
     async with runtime.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    items = [
-        MessagePublic(
-            id=m.id,
-            direction=m.direction,
-            type=m.type,
-            text=m.text,
-            content=m.content or {},
-            status=m.status,
-            provider_message_id=m.provider_message_id,
-            reply_to=m.reply_to,
-            error=m.error,
-            provider_timestamp=m.provider_timestamp,
-            created_at=m.created_at,
-            updated_at=m.updated_at,
-        )
-        for m in rows[:limit]
-    ]
+    items = [MessagePublic.model_validate(row._mapping) for row in rows[:limit]]
     return Page(items=items, next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
 
 
@@ -194,24 +176,9 @@ async def list_failures(
     if kind is not None:
         query = query.where(WorkItem.kind == kind)
     if cursor is not None:
-        (before,) = decode_cursor(cursor, 1)
-        if not isinstance(before, int):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
-        query = query.where(WorkItem.id < before)
+        query = query.where(WorkItem.id < decode_id_cursor(cursor))
     query = query.order_by(WorkItem.id.desc()).limit(limit + 1)
     async with runtime.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    items = [
-        FailurePublic(
-            id=w.id,
-            kind=w.kind,
-            conversation_id=w.conversation_id,
-            message_id=w.message_id,
-            attempts=w.attempts,
-            last_error=w.last_error,
-            created_at=w.created_at,
-            updated_at=w.updated_at,
-        )
-        for w in rows[:limit]
-    ]
+    items = [FailurePublic.model_validate(row._mapping) for row in rows[:limit]]
     return Page(items=items, next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
