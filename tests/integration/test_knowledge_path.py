@@ -7,7 +7,8 @@ from warelay.cli import demo_knowledge_dir
 
 
 async def test_knowledge_agent_answers_from_the_folder_and_admits_what_it_does_not_know(db_url: str) -> None:
-    async with run_stack(db_url, agent={"kind": "knowledge", "knowledge_dir": str(demo_knowledge_dir())}) as stack:
+    agent = {"kind": "knowledge", "knowledge_dir": str(demo_knowledge_dir())}
+    async with run_stack(db_url, agent=agent) as stack:
         await stack.simulator.user_sends("15551280001", "When do you open?")
         (answer,) = await stack.replies_to("15551280001", 1)
         assert "8:00" in answer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -254,6 +255,22 @@ async def test_re_adding_a_document_replaces_its_passages(engine: AsyncEngine) -
     assert await fts_hits(engine, "matcha") == 1
     docs = await list_documents(engine, tenant_id=tenant_id)
     assert [(d.name, d.passages) for d in docs] == [("faq.csv", 1)]
+
+
+async def test_concurrent_uploads_of_one_file_leave_one_set_of_passages(engine: AsyncEngine) -> None:
+    tenant_id, agent_id = await make_agent(engine, "shop")
+    uploads = [f"q,a\nQuestion {i}?,Answer {i}.\nOther {i}?,More {i}.\n".encode() for i in range(4)]
+    infos = await asyncio.gather(
+        *(
+            add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name="faq.csv", data=data)
+            for data in uploads
+        )
+    )
+    assert len({info.id for info in infos}) == 1
+    assert await count_passages(engine, tenant_id=tenant_id, agent_id=agent_id) == 2
+    [doc] = await list_documents(engine, tenant_id=tenant_id, agent_id=agent_id)
+    assert doc.passages == 2
+    assert doc.sha256 in {hashlib.sha256(data).hexdigest() for data in uploads}
 
 
 async def test_a_failed_replacement_leaves_the_old_passages(engine: AsyncEngine) -> None:
