@@ -350,3 +350,31 @@ async def test_paging_through_conversations(db_url: str) -> None:
             headers={"Authorization": "Bearer test-admin-token-0123456789"},
         )
         assert missing.status_code == 404
+
+
+async def test_send_retries_exhausted_is_a_visible_failure(db_url: str) -> None:
+    async with run_stack(db_url, outbound={"max_attempts": 2}) as stack:
+        stack.simulator.faults.fail_next(2, 503, 2)
+        await stack.simulator.user_sends("15551230030", "doomed reply")
+        for _ in range(200):
+            failures = (await stack.api("/api/v1/failures", kind="send"))["items"]
+            if failures:
+                break
+            await asyncio.sleep(0.05)
+        assert len(failures) == 1
+        assert failures[0]["attempts"] == 2
+        assert failures[0]["last_error"]["transient"] is True
+        assert stack.simulator.messages_to("15551230030") == []
+
+
+async def test_long_reply_is_split_in_order_and_only_the_first_part_threaded(db_url: str) -> None:
+    async with run_stack(db_url) as stack:
+        sentence = "Kopi tubruk is brewed by pouring hot water straight onto fine grounds. "
+        long_text = "🇮🇩 " + sentence * 70  # ~5,000 characters
+        wamid = await stack.simulator.user_sends("15551230031", long_text)
+        parts = await stack.replies_to("15551230031", 2)
+        assert all(len(p) <= 4096 for p in parts)
+        assert "".join(parts).replace(" ", "") == f"echo: {long_text}".strip().replace(" ", "")
+        sent = stack.simulator.messages_to("15551230031")
+        assert sent[0].body["context"] == {"message_id": wamid}
+        assert "context" not in sent[1].body
