@@ -9,7 +9,7 @@ short friendly replies, messages it cannot read (media, locations, contacts, ord
 
 Configuration (``agents.config``, every key optional)::
 
-    min_confidence    0..1, default 0.5 (chosen on the demo knowledge; see tests/unit/agents)
+    min_confidence    0..1, default 0.5 (chosen on the demo knowledge: tests/unit/knowledge/test_search.py)
     unknown_text      reply when nothing in the knowledge answers the question
     greeting_text     reply to a bare greeting ("hi", "hola", "selamat pagi")
     thanks_text       reply to a bare thank-you
