@@ -36,7 +36,7 @@ from warelay.knowledge.search import DatabaseRetriever
 from warelay.numbers import NumberRegistry, ensure_agent, ensure_tenant, upsert_env_number
 from warelay.observability import Metrics
 from warelay.outbound.ratelimit import Pacer
-from warelay.storage.db import create_engine, upgrade
+from warelay.storage.db import create_engine, read_only, upgrade
 
 log = logging.getLogger("warelay.runtime")
 
@@ -60,7 +60,8 @@ class Runtime:
         self.engine: AsyncEngine = create_engine(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
-        self.registry = NumberRegistry(self.engine, self.box)
+        self.reader = read_only(self.engine)
+        self.registry = NumberRegistry(self.reader, self.box)
         self.inbox = Inbox(self.engine, conversation_expiry=settings.conversations.expiry)
         self.channels: Mapping[str, Channel] = {
             "cloud": CloudChannel(
@@ -68,7 +69,7 @@ class Runtime:
             )
         }
         self.pacer = Pacer()
-        self.retriever = DatabaseRetriever(self.engine)
+        self.retriever = DatabaseRetriever(self.reader)
         self.agents = AgentProvider(
             self.engine, AgentDeps(retriever=self.retriever, settings=settings), settings
         )
@@ -149,7 +150,7 @@ class Runtime:
     async def ready(self) -> bool:
         """Whether the database answers."""
         try:
-            async with self.engine.connect() as conn:
+            async with self.reader.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception:
             log.exception("database not reachable")

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from warelay.agents.base import Agent, AgentDeps, AgentSpec, build_agent
 from warelay.config import Settings
 from warelay.numbers import NumberInfo, ensure_agent
+from warelay.storage.db import read_only
 from warelay.storage.models import Agent as AgentRow
 
 
@@ -40,6 +41,7 @@ class AgentProvider:
         self, engine: AsyncEngine, deps: AgentDeps, settings: Settings, *, refresh_seconds: float = 30
     ) -> None:
         self._engine = engine
+        self._reader = read_only(engine)
         self._deps = deps
         self._settings = settings
         self._refresh = refresh_seconds
@@ -55,7 +57,7 @@ class AgentProvider:
         cached = self._cache.get(agent_id)
         if cached is not None and time.monotonic() - cached[0] < self._refresh:
             return cached[1], cached[2]
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (await conn.execute(select(AgentRow).where(AgentRow.id == agent_id))).first()
         if row is None:
             raise LookupError(f"agent {agent_id} of number {number.phone_number_id} does not exist")

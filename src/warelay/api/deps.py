@@ -85,7 +85,7 @@ async def _lookup_key(request: Request, runtime: Runtime, token: str) -> Princip
     if cached is not None and now - cached[0] < _KEY_CACHE_SECONDS:
         principal = cached[1]
     else:
-        async with runtime.engine.connect() as conn:
+        async with runtime.reader.connect() as conn:
             row = (
                 await conn.execute(
                     select(ApiKey.id, ApiKey.tenant_id, ApiKey.scopes).where(

@@ -29,6 +29,7 @@ from sqlalchemy.orm import aliased
 from warelay.agents.base import describe_inbound
 from warelay.domain import DeliveryStatus, InboundMessage, StatusUpdate, UserRef
 from warelay.numbers import NumberInfo
+from warelay.storage.db import read_only
 from warelay.storage.models import Contact, Conversation, Message, StatusEvent, WorkItem, utcnow
 from warelay.storage.sql import is_postgres, upsert
 
@@ -452,7 +453,7 @@ class Inbox:
 
     async def queue_depth(self) -> dict[str, int]:
         """Unfinished work items by kind (for metrics)."""
-        async with self.engine.connect() as conn:
+        async with read_only(self.engine).connect() as conn:
             rows = (
                 await conn.execute(
                     select(WorkItem.kind, func.count())

@@ -49,6 +49,7 @@ from warelay.outbound.outbox import Draft, PendingSend, enqueue, load_pending, r
 from warelay.outbound.ratelimit import Pacer
 from warelay.outbound.retry import backoff_delay
 from warelay.outbound.splitter import split_text
+from warelay.storage.db import read_only
 from warelay.storage.models import utcnow
 
 log = logging.getLogger("warelay.worker")
@@ -100,6 +101,7 @@ class _Loop(abc.ABC):
         concurrency: int,
     ) -> None:
         self.engine = engine
+        self.reader = read_only(engine)
         self.inbox = inbox
         self.registry = registry
         self.channels = channels
@@ -129,6 +131,7 @@ class _Loop(abc.ABC):
                 await self._slots.wait()
                 continue
             self._wakeup.clear()
+            claim_started = time.monotonic()
             try:
                 claimed = await self.inbox.claim(
                     self.kind, limit=min(free, w.batch_size), owner=self.owner, lease_seconds=w.lease_seconds
@@ -138,7 +141,8 @@ class _Loop(abc.ABC):
                 await asyncio.sleep(w.poll_interval_seconds)
                 continue
             if not claimed and not self._inflight:
-                self._idle_since = time.monotonic()
+                # The time the empty claim *started*: work committed after that was not looked for.
+                self._idle_since = claim_started
             if claimed:
                 try:
                     await self._dispatch(claimed)
@@ -251,7 +255,7 @@ class TurnWorker(_Loop):
         await self._completer.close()
 
     async def _dispatch(self, claimed: list[Claimed]) -> None:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             turns = await load_turns(conn, claimed, history_window=self.settings.conversations.history_window)
         for item in claimed:
             data = turns.get(item.id)
@@ -456,7 +460,7 @@ class SendWorker(_Loop):
         await self._completer.close()
 
     async def _dispatch(self, claimed: list[Claimed]) -> None:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             pending = await load_pending(conn, [c.message_id for c in claimed])
         for item in claimed:
             p = pending.get(item.message_id)

@@ -58,7 +58,7 @@ async def send_text(
         deadline = time.monotonic() + wait
         statuses: dict[int, str] = {}
         while time.monotonic() < deadline:
-            async with runtime.engine.connect() as conn:
+            async with runtime.reader.connect() as conn:
                 rows = await conn.execute(select(Message.id, Message.status).where(Message.id.in_(ids)))
                 statuses = {r.id: r.status for r in rows}
             if all(statuses.get(i) in _SETTLED for i in ids):

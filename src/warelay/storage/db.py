@@ -26,6 +26,14 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK_KEY = 0x57A2E1A7
 
 
+_READ_ONLY = "warelay_read_only"
+
+
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (and pool) for transactions that only read: on SQLite they skip the write lock."""
+    return engine.execution_options(**{_READ_ONLY: True})
+
+
 def is_sqlite(url: str) -> bool:
     """Whether a database URL points at SQLite."""
     return make_url(url).get_backend_name() == "sqlite"
@@ -55,9 +63,13 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
-            # Take the write lock up front: read-then-write transactions would otherwise fail with
-            # SQLITE_BUSY when two connections upgrade their read locks at once.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front: read-then-write transactions would otherwise fail
+            # with SQLITE_BUSY when two connections upgrade their read locks at once. Readers (see
+            # read_only) begin deferred and never wait for writers, thanks to WAL.
+            if conn.get_execution_options().get(_READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)

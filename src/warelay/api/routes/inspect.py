@@ -109,7 +109,7 @@ async def list_conversations(
             )
         )
     query = query.order_by(Conversation.last_activity.desc(), Conversation.id.desc()).limit(limit + 1)
-    async with runtime.engine.connect() as conn:
+    async with runtime.reader.connect() as conn:
         rows = (await conn.execute(query)).all()
     items = [_conversation_public(r) for r in rows[:limit]]
     next_cursor = (
@@ -122,7 +122,7 @@ async def _get_conversation(
     runtime: RuntimeDep, principal: Principal, conversation_id: str
 ) -> ConversationPublic:
     query = _scoped(_conversation_query(), principal).where(Conversation.id == conversation_id)
-    async with runtime.engine.connect() as conn:
+    async with runtime.reader.connect() as conn:
         row = (await conn.execute(query)).first()
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "conversation not found")
@@ -151,7 +151,7 @@ async def list_messages(
     if cursor is not None:
         query = query.where(Message.id > decode_id_cursor(cursor))
     query = query.order_by(Message.id).limit(limit + 1)
-    async with runtime.engine.connect() as conn:
+    async with runtime.reader.connect() as conn:
         rows = (await conn.execute(query)).all()
     items = [MessagePublic.model_validate(row._mapping) for row in rows[:limit]]
     return Page(items=items, next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
@@ -178,7 +178,7 @@ async def list_failures(
     if cursor is not None:
         query = query.where(WorkItem.id < decode_id_cursor(cursor))
     query = query.order_by(WorkItem.id.desc()).limit(limit + 1)
-    async with runtime.engine.connect() as conn:
+    async with runtime.reader.connect() as conn:
         rows = (await conn.execute(query)).all()
     items = [FailurePublic.model_validate(row._mapping) for row in rows[:limit]]
     return Page(items=items, next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
