@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -55,12 +54,11 @@ def create_app(
     settings: Settings,
     *,
     run_workers: bool | None = None,
-    graph_transport: httpx.AsyncBaseTransport | None = None,
     migrate: bool = True,
 ) -> FastAPI:
     """Build the application; its runtime starts and stops with the app's lifespan."""
     settings.check_serving()
-    runtime = Runtime(settings, run_workers=run_workers, graph_transport=graph_transport, migrate=migrate)
+    runtime = Runtime(settings, run_workers=run_workers, migrate=migrate)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

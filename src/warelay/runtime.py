@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -49,7 +48,6 @@ class Runtime:
         settings: Settings,
         *,
         run_workers: bool | None = None,
-        graph_transport: httpx.AsyncBaseTransport | None = None,
         migrate: bool = True,
     ) -> None:
         self.settings = settings
@@ -64,9 +62,7 @@ class Runtime:
         self.registry = NumberRegistry(self.reader, self.box)
         self.inbox = Inbox(self.engine, conversation_expiry=settings.conversations.expiry)
         self.channels: Mapping[str, Channel] = {
-            "cloud": CloudChannel(
-                timeout=settings.outbound.request_timeout_seconds, transport=graph_transport
-            )
+            "cloud": CloudChannel(timeout=settings.outbound.request_timeout_seconds)
         }
         self.pacer = Pacer()
         self.retriever = DatabaseRetriever(self.reader)

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Final
 
+import aiohttp
 import httpx
 
 from warelay.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
@@ -479,6 +480,20 @@ def error_from_exception(exc: httpx.HTTPError) -> TransientDeliveryError:
     # Only these guarantee the request never reached Graph; anything later may have been accepted.
     never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     cls = NetworkTimeoutError if isinstance(exc, httpx.TimeoutException) else NetworkError
+    reason = str(exc)
+    return cls(
+        f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__,
+        maybe_delivered=not never_sent,
+        details=type(exc).__name__,
+    )
+
+
+def error_from_client_exception(exc: aiohttp.ClientError | TimeoutError) -> TransientDeliveryError:
+    """Turn an aiohttp failure or timeout (no usable Graph response) into a transient error."""
+    # Only a failed connect guarantees the request never reached Graph; anything later may have been
+    # accepted (a read timeout after Graph took the message, say).
+    never_sent = isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    cls = NetworkTimeoutError if isinstance(exc, TimeoutError) else NetworkError
     reason = str(exc)
     return cls(
         f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__,
