@@ -28,7 +28,7 @@ from warelay.channels.cloud.client import CloudChannel
 from warelay.config import Settings
 from warelay.crypto import SecretBox
 from warelay.errors import ConfigError
-from warelay.inbox.store import Delivery, DeliveryResult, Inbox
+from warelay.inbox.store import Delivery, DeliveryResult, Inbox, promote_stranded
 from warelay.inbox.worker import SendWorker, TurnWorker
 from warelay.knowledge.ingest import add_folder
 from warelay.knowledge.search import DatabaseRetriever
@@ -138,6 +138,13 @@ class Runtime:
             await asyncio.sleep(5)
             try:
                 await self.registry.refresh_if_stale()
+                if self.run_workers:
+                    async with self.engine.begin() as conn:
+                        stranded = await promote_stranded(conn)
+                    if stranded:
+                        log.warning("promoted %d queue items that had no lane head", stranded)
+                        self.turns.wake()
+                        self.sender.wake()
                 for kind, depth in (await self.inbox.queue_depth()).items():
                     self.metrics.queue_depth.labels(kind).set(depth)
             except Exception:

@@ -9,6 +9,12 @@ concurrently across conversations, under leases that lapse when a process dies.
 Insert-once: a message is unique per (number, provider message id). A redelivery is recognised
 before anything is written and, when redeliveries race across processes, by the unique index
 (``ON CONFLICT DO NOTHING``), so a message is stored once and gets one work item: one reply.
+Lanes: the work items of one conversation and kind form a lane that runs one item at a time, in
+id order. Only a lane's head is ``pending`` (claimable); the items behind it wait in ``waiting``
+and the next one is promoted when the head finishes or is dead-lettered, so a claim is a plain
+indexed scan of ready items, however long the queue. Writers that touch a lane lock its
+conversation row first (PostgreSQL), so an insert and a promotion never miss each other.
+
 Every statement here is written for both SQLite and PostgreSQL.
 """
 
@@ -17,7 +23,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,7 +43,8 @@ log = logging.getLogger("warelay.inbox")
 
 TURN = "turn"
 SEND = "send"
-_ACTIVE_STATES = ("pending", "leased")
+_ACTIVE_STATES = ("waiting", "pending", "leased")
+_HEAD_STATES = ("pending", "leased")
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,22 +211,16 @@ class Inbox:
         inserted = {(r.number_id, r.provider_message_id): (r.id, r.conversation_id) for r in returned}
 
         wants_reply = {(n.id, m.provider_message_id) for n, m in fresh if m.wants_reply}
-        work = [
-            {
-                "kind": TURN,
-                "conversation_id": conv_id,
-                "message_id": msg_id,
-                "state": "pending",
-                "attempts": 0,
-                "available_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for key, (msg_id, conv_id) in sorted(inserted.items(), key=lambda kv: kv[1][0])
-            if key in wants_reply
-        ]
-        if work:
-            await conn.execute(insert(WorkItem), work)
+        await add_work(
+            conn,
+            TURN,
+            [
+                (conv_id, msg_id)
+                for key, (msg_id, conv_id) in sorted(inserted.items(), key=lambda kv: kv[1][0])
+                if key in wants_reply
+            ],
+            now,
+        )
         return inserted
 
     async def upsert_contacts(
@@ -316,6 +317,7 @@ class Inbox:
                 )
             ).all()
             active.update({r.contact_id: r.id for r in opened})
+        await lock_conversations(conn, active.values())
         await conn.execute(
             update(Conversation)
             .where(Conversation.id.in_(list(active.values())))
@@ -367,25 +369,13 @@ class Inbox:
     # ------------------------------------------------------------------------------------- queue
 
     async def claim(self, kind: str, *, limit: int, owner: str, lease_seconds: float) -> list[Claimed]:
-        """Lease up to ``limit`` ready items of ``kind``: the oldest unfinished one of each conversation."""
+        """Lease up to ``limit`` ready items of ``kind`` (lane heads only, so one per conversation)."""
         now = utcnow()
-        earlier = aliased(WorkItem)
-        blocked = exists().where(
-            earlier.conversation_id == WorkItem.conversation_id,
-            earlier.kind == WorkItem.kind,
-            earlier.id < WorkItem.id,
-            earlier.state.in_(_ACTIVE_STATES),
-        )
         ready = or_(
             and_(WorkItem.state == "pending", WorkItem.available_at <= now),
             and_(WorkItem.state == "leased", WorkItem.leased_until < now),
         )
-        pick = (
-            select(WorkItem.id)
-            .where(WorkItem.kind == kind, ready, ~blocked)
-            .order_by(WorkItem.id)
-            .limit(limit)
-        )
+        pick = select(WorkItem.id).where(WorkItem.kind == kind, ready).order_by(WorkItem.id).limit(limit)
         lease = f"{owner}:{time.monotonic_ns():x}"
         until = now + timedelta(seconds=lease_seconds)
         async with self.engine.begin() as conn:
@@ -464,10 +454,90 @@ class Inbox:
         return {kind: int(count) for kind, count in rows}
 
 
+async def lock_conversations(conn: AsyncConnection, conversation_ids: Iterable[str]) -> None:
+    """Lock conversation rows (in id order, so writers never deadlock) before touching their lanes.
+
+    SQLite needs nothing: its write transactions already run one at a time.
+    """
+    ids = sorted(set(conversation_ids))
+    if ids and is_postgres(conn):
+        await conn.execute(
+            select(Conversation.id)
+            .where(Conversation.id.in_(ids))
+            .order_by(Conversation.id)
+            .with_for_update()
+        )
+
+
+async def add_work(conn: AsyncConnection, kind: str, items: Sequence[tuple[str, int]], now: datetime) -> None:
+    """Queue work items ``(conversation id, message id)`` in order at the back of their lanes.
+
+    The caller holds the conversations' locks (see :func:`lock_conversations`).
+    """
+    if not items:
+        return
+    conversations = {conv for conv, _ in items}
+    busy = set(
+        (
+            await conn.execute(
+                select(WorkItem.conversation_id)
+                .where(
+                    WorkItem.kind == kind,
+                    WorkItem.state.in_(_ACTIVE_STATES),
+                    WorkItem.conversation_id.in_(conversations),
+                )
+                .distinct()
+            )
+        ).scalars()
+    )
+    rows = []
+    for conversation_id, message_id in items:
+        rows.append(
+            {
+                "kind": kind,
+                "conversation_id": conversation_id,
+                "message_id": message_id,
+                "state": "waiting" if conversation_id in busy else "pending",
+                "attempts": 0,
+                "available_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        busy.add(conversation_id)
+    await conn.execute(insert(WorkItem), rows)
+
+
+async def _promote(conn: AsyncConnection, lanes: Iterable[tuple[str, str]], now: datetime) -> None:
+    """Make the oldest waiting item of each lane (conversation id, kind) its new head."""
+    lanes = sorted(set(lanes))
+    if not lanes:
+        return
+    head = (
+        select(func.min(WorkItem.id))
+        .where(
+            WorkItem.conversation_id == bindparam("b_conv"),
+            WorkItem.kind == bindparam("b_kind"),
+            WorkItem.state == "waiting",
+        )
+        .scalar_subquery()
+    )
+    await conn.execute(
+        update(WorkItem)
+        .where(WorkItem.id == head)
+        .values(state="pending", available_at=bindparam("b_now", type_=WorkItem.available_at.type)),
+        [{"b_conv": conv, "b_kind": kind, "b_now": now} for conv, kind in lanes],
+    )
+
+
 async def finish_items(conn: AsyncConnection, items: Sequence[Claimed]) -> set[int]:
-    """Delete finished work items whose lease is still ours; returns the ids that were ours."""
+    """Delete finished work items whose lease is still ours and promote what waited behind them.
+
+    Returns the ids that were ours.
+    """
     if not items:
         return set()
+    await lock_conversations(conn, (i.conversation_id for i in items))
     rows = await conn.execute(
         delete(WorkItem)
         .where(
@@ -477,13 +547,21 @@ async def finish_items(conn: AsyncConnection, items: Sequence[Claimed]) -> set[i
         .returning(WorkItem.id, WorkItem.lease_owner)
     )
     leases = {i.id: i.lease for i in items}
-    return {r.id for r in rows if leases.get(r.id) == r.lease_owner}
+    ours = {r.id for r in rows if leases.get(r.id) == r.lease_owner}
+    await _promote(conn, ((i.conversation_id, i.kind) for i in items if i.id in ours), utcnow())
+    return ours
 
 
 async def dead_letter_items(
     conn: AsyncConnection, items: Sequence[tuple[Claimed, dict[str, Any]]], now: datetime
 ) -> set[int]:
-    """Mark leased items dead with their last error; returns the ids that were still ours."""
+    """Mark leased items dead with their last error and promote what waited behind them.
+
+    Returns the ids that were still ours.
+    """
+    if not items:
+        return set()
+    await lock_conversations(conn, (item.conversation_id for item, _ in items))
     ours: set[int] = set()
     for item, error in items:
         result = await conn.execute(
@@ -493,7 +571,28 @@ async def dead_letter_items(
         )
         if result.rowcount:
             ours.add(item.id)
+    await _promote(conn, ((item.conversation_id, item.kind) for item, _ in items if item.id in ours), now)
     return ours
+
+
+async def promote_stranded(conn: AsyncConnection) -> int:
+    """Safety net: make the oldest waiting item the head of any lane that has no head (returns how many)."""
+    heads = (
+        select(func.min(WorkItem.id).label("id"), WorkItem.conversation_id, WorkItem.kind)
+        .where(WorkItem.state == "waiting")
+        .group_by(WorkItem.conversation_id, WorkItem.kind)
+        .subquery()
+    )
+    active = aliased(WorkItem)
+    stranded = select(heads.c.id).where(
+        ~exists().where(
+            active.conversation_id == heads.c.conversation_id,
+            active.kind == heads.c.kind,
+            active.state.in_(_HEAD_STATES),
+        )
+    )
+    result = await conn.execute(update(WorkItem).where(WorkItem.id.in_(stranded)).values(state="pending"))
+    return int(result.rowcount or 0)
 
 
 async def apply_status_events(

@@ -22,8 +22,8 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warelay.domain import DeliveryStatus, OutboundContent, OutText
-from warelay.inbox.store import SEND, apply_status_events
-from warelay.storage.models import Contact, Conversation, Message, StatusEvent, WorkItem
+from warelay.inbox.store import SEND, add_work, apply_status_events, lock_conversations
+from warelay.storage.models import Contact, Conversation, Message, StatusEvent
 
 _CONTENT = TypeAdapter[OutboundContent](OutboundContent)
 
@@ -79,6 +79,7 @@ async def enqueue(conn: AsyncConnection, drafts: Sequence[Draft], now: datetime)
     """Insert outbound messages and their send work items, in order; returns the message ids."""
     if not drafts:
         return []
+    await lock_conversations(conn, (d.conversation_id for d in drafts))
     rows = [
         {
             "conversation_id": d.conversation_id,
@@ -100,22 +101,7 @@ async def enqueue(conn: AsyncConnection, drafts: Sequence[Draft], now: datetime)
     ]
     result = await conn.execute(insert(Message).returning(Message.id, sort_by_parameter_order=True), rows)
     ids = [int(r.id) for r in result]
-    await conn.execute(
-        insert(WorkItem),
-        [
-            {
-                "kind": SEND,
-                "conversation_id": d.conversation_id,
-                "message_id": mid,
-                "state": "pending",
-                "attempts": 0,
-                "available_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for d, mid in zip(drafts, ids, strict=True)
-        ],
-    )
+    await add_work(conn, SEND, [(d.conversation_id, mid) for d, mid in zip(drafts, ids, strict=True)], now)
     return ids
 
 

@@ -1,0 +1,117 @@
+"""The work queue on both engines: lanes, claims, leases, promotion, redelivery, dead letters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from warelay.crypto import SecretBox
+from warelay.domain import InboundMessage, TextContent, UserRef
+from warelay.inbox.store import (
+    TURN,
+    Delivery,
+    Inbox,
+    dead_letter_items,
+    finish_items,
+    promote_stranded,
+)
+from warelay.numbers import NumberFields, NumberInfo, NumberRegistry, ensure_tenant, upsert_number
+from warelay.storage.models import WorkItem
+
+BOX = SecretBox(["q" * 32])
+
+
+async def _number(engine: AsyncEngine) -> NumberInfo:
+    tenant = await ensure_tenant(engine, "shop")
+    await upsert_number(
+        engine, BOX, tenant_id=tenant, agent_id=None, fields=NumberFields(phone_number_id="pn1")
+    )
+    registry = NumberRegistry(engine, BOX)
+    await registry.load()
+    number = registry.by_phone_number_id("pn1")
+    assert number is not None
+    return number
+
+
+def _text(number: NumberInfo, wa_id: str, wamid: str, second: int) -> InboundMessage:
+    return InboundMessage(
+        provider_message_id=wamid,
+        number_id=number.phone_number_id,
+        sender=UserRef(wa_id=wa_id, profile_name="U"),
+        timestamp=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=second),
+        type="text",
+        content=TextContent(body=wamid),
+    )
+
+
+async def _states(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(WorkItem.state).order_by(WorkItem.id))).scalars())
+
+
+async def test_lane_runs_one_item_at_a_time_in_order(engine: AsyncEngine) -> None:
+    number = await _number(engine)
+    inbox = Inbox(engine, conversation_expiry=timedelta(hours=24))
+    msgs = [(number, _text(number, "111", f"w{i}", i)) for i in range(3)]
+    other = [(number, _text(number, "222", "x0", 0))]
+    (result,) = await inbox.store([Delivery(messages=msgs + other)])
+    assert len(result.stored) == 4
+    ids = {pid: message_id for pid, message_id, _ in result.stored}
+    # Items are ordered by the users' timestamps: w0, x0, w1, w2; only lane heads are pending.
+    assert await _states(engine) == ["pending", "pending", "waiting", "waiting"]
+
+    claimed = await inbox.claim(TURN, limit=10, owner="t", lease_seconds=30)
+    assert len(claimed) == 2  # the two lane heads only
+    first = next(c for c in claimed if c.conversation_id == result.stored[0][2])
+    assert await inbox.claim(TURN, limit=10, owner="t", lease_seconds=30) == []
+
+    async with engine.begin() as conn:
+        assert await finish_items(conn, [first]) == {first.id}
+    (nxt,) = await inbox.claim(TURN, limit=10, owner="t", lease_seconds=30)
+    assert nxt.message_id == ids["w1"]
+
+    async with engine.begin() as conn:
+        assert await dead_letter_items(conn, [(nxt, {"message": "boom"})], datetime.now(UTC)) == {nxt.id}
+    (last,) = await inbox.claim(TURN, limit=10, owner="t", lease_seconds=30)
+    assert last.message_id == ids["w2"]
+
+
+async def test_redelivery_in_one_batch_and_later_is_stored_once(engine: AsyncEngine) -> None:
+    number = await _number(engine)
+    inbox = Inbox(engine, conversation_expiry=timedelta(hours=24))
+    msg = (number, _text(number, "111", "dup", 0))
+    results = await inbox.store([Delivery(messages=[msg]), Delivery(messages=[msg])])
+    assert [len(r.stored) for r in results] == [1, 0]
+    assert results[1].duplicates == ("dup",)
+    (again,) = await inbox.store([Delivery(messages=[msg])])
+    assert again.stored == ()
+    assert again.duplicates == ("dup",)
+    assert await _states(engine) == ["pending"]
+
+
+async def test_expired_lease_is_claimed_again_and_fences_the_old_owner(engine: AsyncEngine) -> None:
+    number = await _number(engine)
+    inbox = Inbox(engine, conversation_expiry=timedelta(hours=24))
+    await inbox.store([Delivery(messages=[(number, _text(number, "111", "w", 0))])])
+    (old,) = await inbox.claim(TURN, limit=1, owner="a", lease_seconds=30)
+    async with engine.begin() as conn:
+        await conn.execute(update(WorkItem).values(leased_until=datetime.now(UTC) - timedelta(seconds=1)))
+    (new,) = await inbox.claim(TURN, limit=1, owner="b", lease_seconds=30)
+    assert new.id == old.id
+    assert new.attempts == 2
+    async with engine.begin() as conn:
+        assert await finish_items(conn, [old]) == set()  # the lapsed lease cannot finish it
+        assert await finish_items(conn, [new]) == {new.id}
+
+
+async def test_stranded_lane_is_promoted(engine: AsyncEngine) -> None:
+    number = await _number(engine)
+    inbox = Inbox(engine, conversation_expiry=timedelta(hours=24))
+    await inbox.store([Delivery(messages=[(number, _text(number, "111", f"w{i}", i)) for i in range(2)])])
+    async with engine.begin() as conn:
+        await conn.execute(update(WorkItem).where(WorkItem.state == "pending").values(state="dead"))
+        assert await promote_stranded(conn) == 1
+        assert await promote_stranded(conn) == 0
+    assert await _states(engine) == ["dead", "pending"]
