@@ -593,7 +593,11 @@ class Simulator:
     def _client(self) -> WebhookPoster:
         if self._poster is None:
             if self._http is None:
-                self._http = httpx.AsyncClient()
+                # A small pool: httpx's pool bookkeeping grows with its size, and the simulator shares
+                # the machine with warelay in benchmarks.
+                self._http = httpx.AsyncClient(
+                    limits=httpx.Limits(max_connections=16, max_keepalive_connections=16)
+                )
                 self._owns_http = True
             self._poster = WebhookPoster(
                 self._http,
