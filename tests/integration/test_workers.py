@@ -85,9 +85,8 @@ async def test_sigterm_finishes_in_flight_work(db_url: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # many workers at once: a PostgreSQL setup
 async def test_three_postgres_workers_answer_each_message_once_in_order(db_url: str) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("several worker processes at once are a PostgreSQL deployment")
     users, per_user = 100, 10
     async with run_stack(db_url, run_workers=False) as stack:
         with worker_process(stack), worker_process(stack), worker_process(stack):
