@@ -33,7 +33,7 @@ unit: install
 test: lint typecheck unit
 
 bench: install
-	scripts/with-postgres.sh $(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py
 
 # Re-pin dependencies after changing pyproject.toml (run in a fresh venv with network access).
 lock:

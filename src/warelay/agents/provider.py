@@ -48,6 +48,7 @@ class AgentProvider:
         self._cache: dict[int, tuple[float, AgentSpec, Agent]] = {}
         self._default_ids: dict[int, int] = {}
         self._lock = asyncio.Lock()
+        self._default_lock = asyncio.Lock()
 
     async def for_number(self, number: NumberInfo) -> tuple[AgentSpec, Agent]:
         """The agent spec and instance that answer ``number``'s conversations."""
@@ -57,6 +58,15 @@ class AgentProvider:
         cached = self._cache.get(agent_id)
         if cached is not None and time.monotonic() - cached[0] < self._refresh:
             return cached[1], cached[2]
+        async with self._lock:  # turns dispatched together build the agent once, not once each
+            cached = self._cache.get(agent_id)
+            if cached is not None and time.monotonic() - cached[0] < self._refresh:
+                return cached[1], cached[2]
+            return await self._load(agent_id, number, cached)
+
+    async def _load(
+        self, agent_id: int, number: NumberInfo, cached: tuple[float, AgentSpec, Agent] | None
+    ) -> tuple[AgentSpec, Agent]:
         async with self._reader.connect() as conn:
             row = (await conn.execute(select(AgentRow).where(AgentRow.id == agent_id))).first()
         if row is None:
@@ -90,7 +100,7 @@ class AgentProvider:
     async def _default_agent_id(self, tenant_id: int) -> int:
         found = self._default_ids.get(tenant_id)
         if found is None:
-            async with self._lock:
+            async with self._default_lock:
                 found = await ensure_agent(
                     self._engine,
                     tenant_id=tenant_id,

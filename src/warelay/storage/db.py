@@ -46,7 +46,9 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
         database = parsed.database or ""
         if database and database != ":memory:":
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # A fixed pool: overflow connections are closed when returned, and each new aiosqlite
+        # connection costs a thread plus its pragmas (the benchmark saw hundreds opened per run).
+        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=pool_size, max_overflow=0)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -72,7 +74,9 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip per checkout; a dropped connection fails its statement and
+    # the work is retried (leases and retries already cover any failed transaction).
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 def _alembic_config(connection: Connection) -> Config:
