@@ -29,7 +29,7 @@ from warelay.config import Settings
 from warelay.crypto import SecretBox
 from warelay.errors import ConfigError
 from warelay.inbox.store import Delivery, DeliveryResult, Inbox, promote_stranded
-from warelay.inbox.worker import SendWorker, TurnWorker
+from warelay.inbox.worker import SendWorker, Services, TurnWorker
 from warelay.knowledge.ingest import add_folder
 from warelay.knowledge.search import DatabaseRetriever
 from warelay.numbers import NumberRegistry, ensure_agent, ensure_tenant, upsert_env_number
@@ -69,7 +69,7 @@ class Runtime:
         self.agents = AgentProvider(
             self.engine, AgentDeps(retriever=self.retriever, settings=settings), settings
         )
-        self.sender = SendWorker(
+        services = Services(
             engine=self.engine,
             inbox=self.inbox,
             registry=self.registry,
@@ -78,17 +78,8 @@ class Runtime:
             settings=settings,
             metrics=self.metrics,
         )
-        self.turns = TurnWorker(
-            engine=self.engine,
-            inbox=self.inbox,
-            registry=self.registry,
-            agents=self.agents,
-            channels=self.channels,
-            pacer=self.pacer,
-            settings=settings,
-            metrics=self.metrics,
-            on_replies=self.sender.wake,
-        )
+        self.sender = SendWorker(services)
+        self.turns = TurnWorker(services, agents=self.agents, on_replies=self.sender.wake)
         self.intake: Batcher[Delivery, DeliveryResult] = Batcher(self._store, name="inbox")
         self._tasks: list[asyncio.Task[None]] = []
 

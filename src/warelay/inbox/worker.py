@@ -82,32 +82,34 @@ def error_record(exc: BaseException) -> dict[str, Any]:
     return {"type": type(exc).__name__, "message": str(exc)[:1000]}
 
 
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What every worker uses: the database, the queue, numbers, channels, pacing, settings, metrics."""
+
+    engine: AsyncEngine
+    inbox: Inbox
+    registry: NumberRegistry
+    channels: Mapping[str, Channel]
+    pacer: Pacer
+    settings: Settings
+    metrics: Metrics
+
+
 class _Loop(abc.ABC):
     """Shared claim loop: lease work while there is capacity, run each item in its own task."""
 
     kind: str
     log: logging.Logger
 
-    def __init__(
-        self,
-        *,
-        engine: AsyncEngine,
-        inbox: Inbox,
-        registry: NumberRegistry,
-        channels: Mapping[str, Channel],
-        pacer: Pacer,
-        settings: Settings,
-        metrics: Metrics,
-        concurrency: int,
-    ) -> None:
-        self.engine = engine
-        self.reader = read_only(engine)
-        self.inbox = inbox
-        self.registry = registry
-        self.channels = channels
-        self.pacer = pacer
-        self.settings = settings
-        self.metrics = metrics
+    def __init__(self, services: Services, *, concurrency: int) -> None:
+        self.engine = services.engine
+        self.reader = read_only(services.engine)
+        self.inbox = services.inbox
+        self.registry = services.registry
+        self.channels = services.channels
+        self.pacer = services.pacer
+        self.settings = services.settings
+        self.metrics = services.metrics
         self.concurrency = concurrency
         self.owner = worker_id()
         self._wakeup = asyncio.Event()
@@ -223,28 +225,9 @@ class TurnWorker(_Loop):
     log = log
 
     def __init__(
-        self,
-        *,
-        engine: AsyncEngine,
-        inbox: Inbox,
-        registry: NumberRegistry,
-        agents: AgentProvider,
-        channels: Mapping[str, Channel],
-        pacer: Pacer,
-        settings: Settings,
-        metrics: Metrics,
-        on_replies: Callable[[], None] = lambda: None,
+        self, services: Services, *, agents: AgentProvider, on_replies: Callable[[], None] = lambda: None
     ) -> None:
-        super().__init__(
-            engine=engine,
-            inbox=inbox,
-            registry=registry,
-            channels=channels,
-            pacer=pacer,
-            settings=settings,
-            metrics=metrics,
-            concurrency=settings.worker.agent_concurrency,
-        )
+        super().__init__(services, concurrency=services.settings.worker.agent_concurrency)
         self.agents = agents
         self.on_replies = on_replies
         self._completer: Batcher[_TurnDone, bool] = Batcher(self._complete, name="turn-complete")
@@ -431,27 +414,8 @@ class SendWorker(_Loop):
     kind = SEND
     log = send_log
 
-    def __init__(
-        self,
-        *,
-        engine: AsyncEngine,
-        inbox: Inbox,
-        registry: NumberRegistry,
-        channels: Mapping[str, Channel],
-        pacer: Pacer,
-        settings: Settings,
-        metrics: Metrics,
-    ) -> None:
-        super().__init__(
-            engine=engine,
-            inbox=inbox,
-            registry=registry,
-            channels=channels,
-            pacer=pacer,
-            settings=settings,
-            metrics=metrics,
-            concurrency=settings.worker.send_concurrency,
-        )
+    def __init__(self, services: Services) -> None:
+        super().__init__(services, concurrency=services.settings.worker.send_concurrency)
         self._completer: Batcher[_SendDone, bool] = Batcher(self._complete, name="send-complete")
 
     async def stop(self, grace: float) -> None:
