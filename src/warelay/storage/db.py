@@ -81,7 +81,15 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
         return engine
     # No pre-ping: it costs a round trip per checkout; a dropped connection fails its statement and
     # the work is retried (leases and retries already cover any failed transaction).
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    # IN lists of every length are distinct statements to asyncpg; a larger prepared-statement cache
+    # keeps them prepared (the benchmark saw ~270 distinct statements against the default 100).
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        connect_args={"prepared_statement_cache_size": 1000},
+    )
 
 
 def _alembic_config(connection: Connection) -> Config:
