@@ -71,17 +71,17 @@ async def test_worker_killed_mid_turn_recovers_exactly_once(db_url: str) -> None
 
 async def test_sigterm_finishes_in_flight_work(db_url: str) -> None:
     async with run_stack(db_url, run_workers=False) as stack:
-        with worker_process(stack) as proc:
+        with worker_process(stack, grace=30, WARELAY_LOG_LEVEL="INFO") as proc:
             await stack.simulator.user_sends("15551240002", "sleep:1.0 slow goodbye")
             deadline = time.monotonic() + 20
             while not await _leased(stack):
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
             proc.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(proc.wait, 20) == 0
-        assert [m.text for m in stack.simulator.messages_to("15551240002")] == [
-            "echo: sleep:1.0 slow goodbye"
-        ]
+            assert await asyncio.to_thread(proc.wait, 60) == 0
+            log = proc.stderr.read().decode() if proc.stderr else ""
+        texts = [m.text for m in stack.simulator.messages_to("15551240002")]
+        assert texts == ["echo: sleep:1.0 slow goodbye"], log
 
 
 @pytest.mark.slow

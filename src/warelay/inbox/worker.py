@@ -116,6 +116,8 @@ class _Loop(abc.ABC):
         self._slots = asyncio.Event()
         self._inflight: dict[int, tuple[Claimed, asyncio.Task[None]]] = {}
         self._stopping = False
+        self._running = asyncio.Event()
+        self._exited = asyncio.Event()
         self._idle_since = 0.0
         self.rng = random.Random()  # noqa: S311  # jitter only
 
@@ -125,6 +127,13 @@ class _Loop(abc.ABC):
 
     async def run(self) -> None:
         """Claim and process work until :meth:`stop`."""
+        self._running.set()
+        try:
+            await self._claim_loop()
+        finally:
+            self._exited.set()
+
+    async def _claim_loop(self) -> None:
         w = self.settings.worker
         while not self._stopping:
             free = self.concurrency - len(self._inflight)
@@ -198,6 +207,11 @@ class _Loop(abc.ABC):
         self._stopping = True
         self._wakeup.set()
         self._slots.set()
+        if self._running.is_set():
+            # Items claimed in the loop's current round start their tasks before it exits; waiting
+            # for it means nothing claimed is left neither run nor released.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), timeout=grace)
         pending = [task for _, task in self._inflight.values()]
         if pending:
             await asyncio.wait(pending, timeout=grace)
