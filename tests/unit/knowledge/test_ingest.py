@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.unit.knowledge.helpers import make_agent
 from warelay.knowledge.ingest import (
     MAX_PASSAGE_CHARS,
     KnowledgeFileError,
@@ -23,23 +24,7 @@ from warelay.knowledge.ingest import (
     remove_document,
     split_text,
 )
-from warelay.storage.models import Agent, KnowledgePassage, Tenant
-
-
-async def make_agent(engine: AsyncEngine, subdomain: str, name: str = "helper") -> tuple[int, int]:
-    """A tenant and one of its agents; returns (tenant_id, agent_id)."""
-    async with engine.begin() as conn:
-        tenant_id = (
-            await conn.execute(insert(Tenant).values(subdomain=subdomain).returning(Tenant.id))
-        ).scalar_one()
-        agent_id = (
-            await conn.execute(
-                insert(Agent)
-                .values(tenant_id=tenant_id, name=name, kind="knowledge", config={})
-                .returning(Agent.id)
-            )
-        ).scalar_one()
-    return int(tenant_id), int(agent_id)
+from warelay.storage.models import Agent, KnowledgePassage
 
 
 async def fts_hits(engine: AsyncEngine, term: str) -> int:

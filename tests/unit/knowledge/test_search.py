@@ -14,6 +14,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import warelay.demo
+from tests.unit.knowledge.helpers import make_agent
 from warelay.agents.base import Retriever
 from warelay.agents.knowledge import DEFAULT_MIN_CONFIDENCE
 from warelay.knowledge.ingest import add_document, add_folder, remove_document
@@ -27,25 +28,9 @@ from warelay.knowledge.search import (
     score_passage,
     tsquery,
 )
-from warelay.storage.models import Agent, Tenant
+from warelay.storage.models import Agent
 
 DEMO_KNOWLEDGE = Path(warelay.demo.__file__).parent / "knowledge"
-
-
-async def make_agent(engine: AsyncEngine, subdomain: str, name: str = "helper") -> tuple[int, int]:
-    """A tenant and one of its agents; returns (tenant_id, agent_id)."""
-    async with engine.begin() as conn:
-        tenant_id = (
-            await conn.execute(insert(Tenant).values(subdomain=subdomain).returning(Tenant.id))
-        ).scalar_one()
-        agent_id = (
-            await conn.execute(
-                insert(Agent)
-                .values(tenant_id=tenant_id, name=name, kind="knowledge", config={})
-                .returning(Agent.id)
-            )
-        ).scalar_one()
-    return int(tenant_id), int(agent_id)
 
 
 FAQ = (
