@@ -100,6 +100,7 @@ class _Loop(abc.ABC):
 
     kind: str
     log: logging.Logger
+    _completer: Batcher[Any, bool]  # group-commits the results of finished items
 
     def __init__(self, services: Services, *, concurrency: int) -> None:
         self.engine = services.engine
@@ -222,6 +223,7 @@ class _Loop(abc.ABC):
             await asyncio.gather(*(t for _, t in leftovers), return_exceptions=True)
             await self.inbox.release([item for item, _ in leftovers])
             self.log.info("released %d unfinished %s items at shutdown", len(leftovers), self.kind)
+        await self._completer.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,11 +247,6 @@ class TurnWorker(_Loop):
         self.agents = agents
         self.on_replies = on_replies
         self._completer: Batcher[_TurnDone, bool] = Batcher(self._complete, name="turn-complete")
-
-    async def stop(self, grace: float) -> None:
-        """Stop the loop and flush completions."""
-        await super().stop(grace)
-        await self._completer.close()
 
     async def _dispatch(self, claimed: list[Claimed]) -> None:
         async with self.reader.connect() as conn:
@@ -431,11 +428,6 @@ class SendWorker(_Loop):
     def __init__(self, services: Services) -> None:
         super().__init__(services, concurrency=services.settings.worker.send_concurrency)
         self._completer: Batcher[_SendDone, bool] = Batcher(self._complete, name="send-complete")
-
-    async def stop(self, grace: float) -> None:
-        """Stop the loop and flush completions."""
-        await super().stop(grace)
-        await self._completer.close()
 
     async def _dispatch(self, claimed: list[Claimed]) -> None:
         async with self.reader.connect() as conn:

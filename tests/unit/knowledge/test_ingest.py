@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.unit.knowledge.helpers import make_agent
@@ -24,7 +24,8 @@ from warelay.knowledge.ingest import (
     remove_document,
     split_text,
 )
-from warelay.storage.models import Agent, KnowledgePassage
+from warelay.numbers import ensure_agent
+from warelay.storage.models import KnowledgePassage
 
 
 async def fts_hits(engine: AsyncEngine, term: str) -> int:
@@ -287,14 +288,7 @@ async def test_remove_document(engine: AsyncEngine) -> None:
 async def test_documents_are_scoped_by_tenant_and_agent(engine: AsyncEngine) -> None:
     t1, a1 = await make_agent(engine, "one")
     t2, a2 = await make_agent(engine, "two")
-    async with engine.begin() as conn:
-        a1b = (
-            await conn.execute(
-                insert(Agent)
-                .values(tenant_id=t1, name="second", kind="knowledge", config={})
-                .returning(Agent.id)
-            )
-        ).scalar_one()
+    a1b = await ensure_agent(engine, tenant_id=t1, name="second", kind="knowledge")
     for tenant_id, agent_id in ((t1, a1), (t1, a1b), (t2, a2)):
         await add_document(
             engine, tenant_id=tenant_id, agent_id=agent_id, name="faq.md", data=b"# X\n\nSame.\n"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import warelay.demo
@@ -28,7 +28,7 @@ from warelay.knowledge.search import (
     score_passage,
     tsquery,
 )
-from warelay.storage.models import Agent
+from warelay.numbers import ensure_agent
 
 DEMO_KNOWLEDGE = Path(warelay.demo.__file__).parent / "knowledge"
 
@@ -160,14 +160,7 @@ async def test_quoted_terms_reach_the_engine_verbatim(engine: AsyncEngine) -> No
 async def test_other_tenants_and_agents_are_never_returned(engine: AsyncEngine) -> None:
     t1, a1 = await make_agent(engine, "one")
     t2, a2 = await make_agent(engine, "two")
-    async with engine.begin() as conn:
-        a1b = (
-            await conn.execute(
-                insert(Agent)
-                .values(tenant_id=t1, name="second", kind="knowledge", config={})
-                .returning(Agent.id)
-            )
-        ).scalar_one()
+    a1b = await ensure_agent(engine, tenant_id=t1, name="second", kind="knowledge")
     docs = {
         (t1, a1): await add_document(engine, tenant_id=t1, agent_id=a1, name="faq.csv", data=FAQ),
         (t1, a1b): await add_document(engine, tenant_id=t1, agent_id=a1b, name="faq.csv", data=FAQ),
