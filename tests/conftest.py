@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from warelay.storage.db import create_engine, upgrade
+from warelay.storage.direct import Database
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("WARELAY_REQUIRE_POSTGRES") == "1"
@@ -107,3 +108,11 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     eng = create_engine(db_url)
     yield eng
     await eng.dispose()
+
+
+@pytest.fixture
+async def database(db_url: str) -> AsyncIterator[Database]:
+    """The message path's direct-driver access to the same fresh database as ``engine``."""
+    db = Database(db_url)
+    yield db
+    await db.close()

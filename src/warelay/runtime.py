@@ -36,6 +36,7 @@ from warelay.numbers import NumberRegistry, ensure_agent, ensure_tenant, upsert_
 from warelay.observability import Metrics
 from warelay.outbound.ratelimit import Pacer
 from warelay.storage.db import create_engine, read_only, upgrade
+from warelay.storage.direct import Database
 
 log = logging.getLogger("warelay.runtime")
 
@@ -59,8 +60,10 @@ class Runtime:
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
         self.reader = read_only(self.engine)
+        # The message path's statements run on the drivers directly (see storage.direct).
+        self.db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.registry = NumberRegistry(self.reader, self.box)
-        self.inbox = Inbox(self.engine, conversation_expiry=settings.conversations.expiry)
+        self.inbox = Inbox(self.db, conversation_expiry=settings.conversations.expiry)
         self.channels: Mapping[str, Channel] = {
             "cloud": CloudChannel(timeout=settings.outbound.request_timeout_seconds)
         }
@@ -70,7 +73,7 @@ class Runtime:
             self.engine, AgentDeps(retriever=self.retriever, settings=settings), settings
         )
         services = Services(
-            engine=self.engine,
+            db=self.db,
             inbox=self.inbox,
             registry=self.registry,
             channels=self.channels,
@@ -130,8 +133,7 @@ class Runtime:
             try:
                 await self.registry.refresh_if_stale()
                 if self.run_workers:
-                    async with self.engine.begin() as conn:
-                        stranded = await promote_stranded(conn)
+                    stranded = await self.db.write(promote_stranded)
                     if stranded:
                         log.warning("promoted %d queue items that had no lane head", stranded)
                         self.turns.wake()
@@ -168,5 +170,6 @@ class Runtime:
         for channel in self.channels.values():
             await channel.aclose()
         await self.agents.aclose()
+        await self.db.close()
         await self.engine.dispose()
         log.info("warelay stopped")

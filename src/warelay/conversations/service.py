@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from warelay.agents.base import HistoryItem, SessionState, StateChange
 from warelay.domain import InboundMessage
 from warelay.inbox.store import Claimed, message_from_record
-from warelay.storage.models import Contact, Conversation, Message
+from warelay.storage.direct import Tx
 
 # Messages newer than a turn (queued behind it) are fetched and then dropped; this margin keeps the
 # window full in that case without fetching whole conversations.
@@ -40,7 +37,7 @@ class TurnData:
 
 
 async def load_turns(
-    conn: AsyncConnection, claimed: Sequence[Claimed], *, history_window: int
+    tx: Tx, claimed: Sequence[Claimed], *, history_window: int
 ) -> dict[int, TurnData | ValueError]:
     """Load the turns behind claimed work items, keyed by work item id.
 
@@ -50,98 +47,75 @@ async def load_turns(
     if not claimed:
         return {}
     by_message = {c.message_id: c for c in claimed}
-    rows = (
-        await conn.execute(
-            select(
-                Message.id,
-                Message.content,
-                Message.raw,
-                Conversation.id.label("conversation_id"),
-                Conversation.number_id,
-                Conversation.intent,
-                Conversation.step,
-                Conversation.previous_intent,
-                Conversation.previous_step,
-                Conversation.context,
-                Conversation.meta.label("meta"),
-                Contact.user_key,
-                Contact.profile_name,
-            )
-            .join(Conversation, Conversation.id == Message.conversation_id)
-            .join(Contact, Contact.id == Conversation.contact_id)
-            .where(Message.id.in_(list(by_message)))
-        )
-    ).all()
-    history = await _load_history(conn, claimed, history_window) if history_window else {}
+    rows = await tx.fetch(
+        "SELECT m.id, m.content, m.raw, v.id, v.number_id, v.intent, v.step, v.previous_intent,"
+        " v.previous_step, v.context, v.metadata, c.user_key, c.profile_name"
+        " FROM messages AS m JOIN conversations AS v ON v.id = m.conversation_id"
+        " JOIN contacts AS c ON c.id = v.contact_id WHERE m.id = ANY($1)",
+        list(by_message),
+    )
+    history = await _load_history(tx, claimed, history_window) if history_window else {}
     turns: dict[int, TurnData | ValueError] = {}
     for r in rows:
-        item = by_message[r.id]
+        item = by_message[int(r[0])]
         try:
-            message = message_from_record(r.content, r.raw)
+            message = message_from_record(tx.json(r[1]), tx.json(r[2]))
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             turns[item.id] = exc
             continue
         turns[item.id] = TurnData(
             claimed=item,
-            number_id=r.number_id,
+            number_id=int(r[4]),
             message=message,
             session=SessionState(
-                session_id=r.conversation_id,
-                intent=r.intent,
-                step=r.step,
-                previous_intent=r.previous_intent,
-                previous_step=r.previous_step,
-                context=r.context or {},
-                metadata=r.meta or {},
+                session_id=r[3],
+                intent=r[5],
+                step=r[6],
+                previous_intent=r[7],
+                previous_step=r[8],
+                context=tx.json(r[9]) or {},
+                metadata=tx.json(r[10]) or {},
             ),
-            user_key=r.user_key,
-            user_name=r.profile_name,
+            user_key=r[11],
+            user_name=r[12],
             history=history.get(item.message_id, ()),
         )
     return turns
 
 
 async def _load_history(
-    conn: AsyncConnection, claimed: Sequence[Claimed], window: int
+    tx: Tx, claimed: Sequence[Claimed], window: int
 ) -> dict[int, tuple[HistoryItem, ...]]:
     """The last ``window`` messages before each claimed turn's message, oldest first (one query)."""
-    conversations = {c.conversation_id for c in claimed}
     before = {c.conversation_id: c.message_id for c in claimed}
     # The newest message of a claimed turn bounds the window; earlier rows are filtered in Python
     # per conversation (a claim holds one turn per conversation, so this is exact).
-    ranked = (
-        select(
-            Message.id,
-            Message.conversation_id,
-            Message.direction,
-            Message.text,
-            Message.created_at,
-            func.row_number()
-            .over(partition_by=Message.conversation_id, order_by=Message.id.desc())
-            .label("rn"),
-        )
-        .where(Message.conversation_id.in_(conversations), Message.id < max(before.values()))
-        .subquery()
+    rows = await tx.fetch(
+        "SELECT id, conversation_id, direction, text, created_at FROM ("
+        " SELECT id, conversation_id, direction, text, created_at,"
+        "  row_number() OVER (PARTITION BY conversation_id ORDER BY id DESC) AS rn"
+        " FROM messages WHERE conversation_id = ANY($1) AND id < $2) AS ranked"
+        " WHERE rn <= $3 ORDER BY id",
+        sorted(before),
+        max(before.values()),
+        window + _HISTORY_SLACK,
     )
-    rows = (
-        await conn.execute(select(ranked).where(ranked.c.rn <= window + _HISTORY_SLACK).order_by(ranked.c.id))
-    ).all()
     out: dict[str, list[HistoryItem]] = {}
-    for r in rows:
-        if r.id >= before[r.conversation_id] or not r.text:
+    for message_id, conversation_id, direction, text, created_at in rows:
+        if message_id >= before[conversation_id] or not text:
             continue
-        out.setdefault(r.conversation_id, []).append(
-            HistoryItem(role="user" if r.direction == "in" else "assistant", text=r.text, at=r.created_at)
+        out.setdefault(conversation_id, []).append(
+            HistoryItem(role="user" if direction == "in" else "assistant", text=text, at=tx.time(created_at))
         )
     return {c.message_id: tuple(out.get(c.conversation_id, [])[-window:]) for c in claimed}
 
 
 async def apply_state_changes(
-    conn: AsyncConnection, changes: Sequence[tuple[str, SessionState, StateChange]], now: datetime
+    tx: Tx, changes: Sequence[tuple[str, SessionState, StateChange]], now: datetime
 ) -> None:
     """Commit agents' state changes; the previous intent/step are kept when they change."""
     for conversation_id, before, change in changes:
-        values: dict[str, Any] = {"updated_at": now}
+        values: dict[str, Any] = {}
         if change.intent is not None and change.intent != before.intent:
             values["intent"] = change.intent
             values["previous_intent"] = before.intent
@@ -151,10 +125,13 @@ async def apply_state_changes(
         if change.context is not None:
             values["context"] = dict(change.context)
         if change.metadata is not None:
-            values["meta"] = dict(change.metadata)
-        if len(values) > 1:
-            await conn.execute(
-                update(Conversation)
-                .where(Conversation.id == conversation_id)
-                .values({getattr(Conversation, k): v for k, v in values.items()})
+            values["metadata"] = dict(change.metadata)
+        if values:
+            # Column names come from the fixed set above; every value is a bound parameter.
+            assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(values, start=3))
+            await tx.execute(
+                f"UPDATE conversations SET updated_at = $2, {assignments} WHERE id = $1",  # noqa: S608
+                conversation_id,
+                now,
+                *values.values(),
             )

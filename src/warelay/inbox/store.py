@@ -15,7 +15,8 @@ and the next one is promoted when the head finishes or is dead-lettered, so a cl
 indexed scan of ready items, however long the queue. Writers that touch a lane lock its
 conversation row first (PostgreSQL), so an insert and a promotion never miss each other.
 
-Every statement here is written for both SQLite and PostgreSQL.
+Every statement here runs on both SQLite and PostgreSQL through :mod:`warelay.storage.direct`
+(plain drivers: this is the busiest code in warelay).
 """
 
 from __future__ import annotations
@@ -23,28 +24,24 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
-
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.orm import aliased
+from typing import Any, TypeVar
 
 from warelay.agents.base import describe_inbound
 from warelay.domain import DeliveryStatus, InboundMessage, StatusUpdate, UserRef
 from warelay.numbers import NumberInfo
-from warelay.storage.db import read_only
-from warelay.storage.models import Contact, Conversation, Message, StatusEvent, WorkItem, utcnow
-from warelay.storage.sql import is_postgres, upsert
+from warelay.storage.direct import Database, Tx
+from warelay.storage.models import Base, utcnow
+
+TABLES = Base.metadata.tables
 
 log = logging.getLogger("warelay.inbox")
 
 TURN = "turn"
 SEND = "send"
-_ACTIVE_STATES = ("waiting", "pending", "leased")
-_HEAD_STATES = ("pending", "leased")
+L = TypeVar("L")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,18 +108,17 @@ def message_from_record(content: dict[str, Any], raw: dict[str, Any] | None) -> 
 class Inbox:
     """Durable storage of inbound traffic and the queue of work it creates."""
 
-    def __init__(self, engine: AsyncEngine, *, conversation_expiry: timedelta) -> None:
-        self.engine = engine
+    def __init__(self, db: Database, *, conversation_expiry: timedelta) -> None:
+        self.db = db
         self.expiry = conversation_expiry
 
     # ------------------------------------------------------------------------------------ storing
 
     async def store(self, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
         """Store a group of deliveries in one transaction; one result per delivery."""
-        async with self.engine.begin() as conn:
-            return await self._store(conn, deliveries)
+        return await self.db.write(self._store, deliveries)
 
-    async def _store(self, conn: AsyncConnection, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
+    async def _store(self, tx: Tx, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
         now = utcnow()
         first_owner: dict[tuple[int, str], int] = {}
         batch = _Batch()
@@ -138,12 +134,12 @@ class Inbox:
             owners.append(keys)
             batch.statuses.extend(delivery.statuses)
 
-        existing = await self._existing_ids(conn, list(first_owner))
+        existing = await _existing_ids(tx, list(first_owner))
         fresh = [(n, m) for n, m in batch.messages if (n.id, m.provider_message_id) not in existing]
         inserted: dict[tuple[int, str], tuple[int, str]] = {}
         if fresh:
-            inserted = await self._insert_messages(conn, fresh, now)
-        new_statuses = await self._insert_statuses(conn, batch.statuses, now) if batch.statuses else 0
+            inserted = await self._insert_messages(tx, fresh, now)
+        new_statuses = await _insert_statuses(tx, batch.statuses, now) if batch.statuses else 0
 
         # A message redelivered inside this very batch counts as stored for its first delivery only.
         results = []
@@ -154,65 +150,49 @@ class Inbox:
             results.append(DeliveryResult(stored=stored, duplicates=dupes, statuses_new=new_statuses))
         return results
 
-    async def _existing_ids(self, conn: AsyncConnection, keys: list[tuple[int, str]]) -> set[tuple[int, str]]:
-        if not keys:
-            return set()
-        by_number: dict[int, list[str]] = {}
-        for number_id, pid in keys:
-            by_number.setdefault(number_id, []).append(pid)
-        found: set[tuple[int, str]] = set()
-        for number_id, pids in by_number.items():
-            rows = await conn.execute(
-                select(Message.provider_message_id).where(
-                    Message.number_id == number_id, Message.provider_message_id.in_(pids)
-                )
-            )
-            found.update((number_id, pid) for (pid,) in rows if pid is not None)
-        return found
-
     async def _insert_messages(
-        self, conn: AsyncConnection, fresh: list[tuple[NumberInfo, InboundMessage]], now: datetime
+        self, tx: Tx, fresh: list[tuple[NumberInfo, InboundMessage]], now: datetime
     ) -> dict[tuple[int, str], tuple[int, str]]:
-        contacts = await self.upsert_contacts(conn, [(n, m.sender) for n, m in fresh], now, inbound=True)
+        contacts = await upsert_contacts(tx, [(n, m.sender) for n, m in fresh], now, inbound=True)
         conversations = await self.active_conversations(
-            conn, {cid: (number, key) for (number, key), cid in _by_number(fresh, contacts).items()}, now
+            tx, {cid: (number, key) for (number, key), cid in _by_number(fresh, contacts).items()}, now
         )
 
         # Keep the user's order inside each conversation: by provider timestamp, then arrival.
         ordered = sorted(enumerate(fresh), key=lambda pair: (pair[1][1].timestamp, pair[0]))
         rows = []
         for _, (number, message) in ordered:
-            contact_id = contacts[(number.id, message.sender.key)]
             rows.append(
-                {
-                    "conversation_id": conversations[contact_id],
-                    "number_id": number.id,
-                    "direction": "in",
-                    "type": _clip(message.type, 40) or "unknown",
-                    "provider_message_id": message.provider_message_id,
-                    "text": describe_inbound(message),
-                    "content": message_record(message),
-                    "status": "received",
-                    "status_rank": 0,
-                    "raw": message.raw,
-                    "reply_to": _clip(message.context.reply_to_id if message.context else None, 200),
-                    "part": 0,
-                    "provider_timestamp": message.timestamp,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+                (
+                    conversations[contacts[(number.id, message.sender.key)]],
+                    number.id,
+                    "in",
+                    _clip(message.type, 40) or "unknown",
+                    message.provider_message_id,
+                    describe_inbound(message),
+                    message_record(message),
+                    "received",
+                    0,
+                    message.raw,
+                    _clip(message.context.reply_to_id if message.context else None, 200),
+                    0,
+                    message.timestamp,
+                    now,
+                    now,
+                )
             )
-        stmt = (
-            upsert(conn, Message)
-            .on_conflict_do_nothing(index_elements=["number_id", "provider_message_id"])
-            .returning(Message.id, Message.number_id, Message.provider_message_id, Message.conversation_id)
+        returned = await tx.insert_many(
+            TABLES["messages"],
+            _INBOUND_COLUMNS,
+            rows,
+            suffix="ON CONFLICT (number_id, provider_message_id) DO NOTHING",
+            returning="id, number_id, provider_message_id, conversation_id",
         )
-        returned = (await conn.execute(stmt, rows)).all()
-        inserted = {(r.number_id, r.provider_message_id): (r.id, r.conversation_id) for r in returned}
+        inserted = {(r[1], r[2]): (int(r[0]), r[3]) for r in returned}
 
         wants_reply = {(n.id, m.provider_message_id) for n, m in fresh if m.wants_reply}
         await add_work(
-            conn,
+            tx,
             TURN,
             [
                 (conv_id, msg_id)
@@ -223,337 +203,379 @@ class Inbox:
         )
         return inserted
 
-    async def upsert_contacts(
-        self,
-        conn: AsyncConnection,
-        users: Sequence[tuple[NumberInfo, UserRef]],
-        now: datetime,
-        *,
-        inbound: bool,
-    ) -> dict[tuple[int, str], int]:
-        """Create or refresh contacts; returns their ids by (number id, user key)."""
-        values: dict[tuple[int, str], dict[str, Any]] = {}
-        for number, sender in users:
-            values[(number.id, sender.key)] = {
-                "number_id": number.id,
-                "user_key": _clip(sender.key, 160),
-                "wa_id": _clip(sender.wa_id, 32),
-                "user_id": _clip(sender.user_id, 160),
-                "username": _clip(sender.username, 100),
-                "profile_name": _clip(sender.profile_name, 200),
-                "last_inbound_at": now if inbound else None,
-                "created_at": now,
-            }
-        stmt = upsert(conn, Contact)
-        excluded = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["number_id", "user_key"],
-            set_={
-                "wa_id": func.coalesce(excluded.wa_id, Contact.wa_id),
-                "user_id": func.coalesce(excluded.user_id, Contact.user_id),
-                "username": func.coalesce(excluded.username, Contact.username),
-                "profile_name": func.coalesce(excluded.profile_name, Contact.profile_name),
-                "last_inbound_at": func.coalesce(excluded.last_inbound_at, Contact.last_inbound_at),
-            },
-        ).returning(Contact.id, Contact.number_id, Contact.user_key)
-        rows = (await conn.execute(stmt, list(values.values()))).all()
-        return {(r.number_id, r.user_key): r.id for r in rows}
-
     async def active_conversations(
-        self, conn: AsyncConnection, contacts: dict[int, tuple[NumberInfo, str]], now: datetime
+        self, tx: Tx, contacts: dict[int, tuple[NumberInfo, str]], now: datetime
     ) -> dict[int, str]:
         """The active conversation of each contact (id → (number, user key)), opening new ones where needed.
 
         Every conversation returned counts as active now: its expiry moves to now + expiry.
         """
         contact_ids = sorted(contacts)
-        rows = (
-            await conn.execute(
-                select(Conversation.id, Conversation.contact_id, Conversation.expires_at).where(
-                    Conversation.is_active.is_(True), Conversation.contact_id.in_(contact_ids)
-                )
-            )
-        ).all()
+        rows = await tx.fetch(
+            "SELECT id, contact_id, expires_at FROM conversations WHERE is_active AND contact_id = ANY($1)",
+            contact_ids,
+        )
         active: dict[int, str] = {}
         expired: list[str] = []
-        for row in rows:
-            if row.expires_at <= now:
-                expired.append(row.id)
+        for conversation_id, contact_id, expires_at in rows:
+            if tx.time(expires_at) <= now:
+                expired.append(conversation_id)
             else:
-                active[row.contact_id] = row.id
+                active[contact_id] = conversation_id
         if expired:
-            await conn.execute(
-                update(Conversation)
-                .where(Conversation.id.in_(expired))
-                .values(is_active=False, updated_at=now)
+            await tx.execute(
+                "UPDATE conversations SET is_active = false, updated_at = $2 WHERE id = ANY($1)", expired, now
             )
         missing = [cid for cid in contact_ids if cid not in active]
         if missing:
-            new_rows = [
-                {
-                    "id": new_session_id(contacts[cid][0].phone_number_id, contacts[cid][1], now),
-                    "number_id": contacts[cid][0].id,
-                    "contact_id": cid,
-                    "is_active": True,
-                    "context": {},
-                    "metadata": {},
-                    "last_activity": now,
-                    "expires_at": now + self.expiry,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+            expires = now + self.expiry
+            new_rows: list[tuple[Any, ...]] = [
+                (
+                    new_session_id(contacts[cid][0].phone_number_id, contacts[cid][1], now),
+                    contacts[cid][0].id,
+                    cid,
+                    True,
+                    {},
+                    {},
+                    now,
+                    expires,
+                    now,
+                    now,
+                )
                 for cid in missing
             ]
-            stmt = upsert(conn, Conversation).on_conflict_do_nothing(
-                index_elements=["number_id", "contact_id"], index_where=text("is_active")
+            # Another process may open one first: the partial unique index keeps it single.
+            await tx.insert_many(
+                TABLES["conversations"],
+                _CONVERSATION_COLUMNS,
+                new_rows,
+                suffix="ON CONFLICT (number_id, contact_id) WHERE is_active DO NOTHING",
             )
-            await conn.execute(stmt, new_rows)
-            # Another process may have opened one first (the partial unique index kept it single).
-            opened = (
-                await conn.execute(
-                    select(Conversation.id, Conversation.contact_id).where(
-                        Conversation.is_active.is_(True), Conversation.contact_id.in_(missing)
-                    )
-                )
-            ).all()
-            active.update({r.contact_id: r.id for r in opened})
-        await lock_conversations(conn, active.values())
-        await conn.execute(
-            update(Conversation)
-            .where(Conversation.id.in_(list(active.values())))
-            .values(last_activity=now, expires_at=now + self.expiry, updated_at=now)
+            opened = await tx.fetch(
+                "SELECT id, contact_id FROM conversations WHERE is_active AND contact_id = ANY($1)", missing
+            )
+            active.update({contact_id: conversation_id for conversation_id, contact_id in opened})
+        await lock_conversations(tx, active.values())
+        await tx.execute(
+            "UPDATE conversations SET last_activity = $1, expires_at = $2, updated_at = $1"
+            " WHERE id = ANY($3)",
+            now,
+            now + self.expiry,
+            list(active.values()),
         )
         return active
 
-    async def _insert_statuses(
-        self, conn: AsyncConnection, statuses: Sequence[tuple[NumberInfo, StatusUpdate]], now: datetime
-    ) -> int:
-        rows = []
-        seen: set[tuple[int, str, str]] = set()
-        for number, status in statuses:
-            key = (number.id, status.provider_message_id, status.status)
-            if key in seen:
-                continue
-            seen.add(key)
-            known = status.known_status
-            rows.append(
-                {
-                    "number_id": number.id,
-                    "provider_message_id": _clip(status.provider_message_id, 200),
-                    "status": _clip(status.status, 20),
-                    "status_rank": known.rank if known else -1,
-                    "timestamp": status.timestamp,
-                    "errors": [e.model_dump(exclude_none=True) for e in status.errors] or None,
-                    "pricing": status.pricing,
-                    "raw": status.raw,
-                    "created_at": now,
-                }
-            )
-        stmt = (
-            upsert(conn, StatusEvent)
-            .on_conflict_do_nothing(index_elements=["number_id", "provider_message_id", "status"])
-            .returning(
-                StatusEvent.number_id,
-                StatusEvent.provider_message_id,
-                StatusEvent.status,
-                StatusEvent.status_rank,
-                StatusEvent.errors,
-            )
-        )
-        new = (await conn.execute(stmt, rows)).all()
-        await apply_status_events(
-            conn, [(r.number_id, r.provider_message_id, r.status, r.status_rank, r.errors) for r in new], now
-        )
-        return len(new)
-
     # ------------------------------------------------------------------------------------- queue
 
-    async def claim(self, kind: str, *, limit: int, owner: str, lease_seconds: float) -> list[Claimed]:
-        """Lease up to ``limit`` ready items of ``kind`` (lane heads only, so one per conversation)."""
-        now = utcnow()
-        ready = or_(
-            and_(WorkItem.state == "pending", WorkItem.available_at <= now),
-            and_(WorkItem.state == "leased", WorkItem.leased_until < now),
-        )
-        pick = select(WorkItem.id).where(WorkItem.kind == kind, ready).order_by(WorkItem.id).limit(limit)
-        lease = f"{owner}:{time.monotonic_ns():x}"
-        until = now + timedelta(seconds=lease_seconds)
-        async with self.engine.begin() as conn:
-            if is_postgres(conn):
-                pick = pick.with_for_update(skip_locked=True, of=WorkItem)
-            ids = list((await conn.execute(pick)).scalars())
-            if not ids:
-                return []
-            rows = (
-                await conn.execute(
-                    update(WorkItem)
-                    .where(WorkItem.id.in_(ids))
-                    .values(
-                        state="leased",
-                        lease_owner=lease,
-                        leased_until=until,
-                        attempts=WorkItem.attempts + 1,
-                        updated_at=now,
-                    )
-                    .returning(WorkItem.id, WorkItem.conversation_id, WorkItem.message_id, WorkItem.attempts)
-                )
-            ).all()
-        return sorted(
-            (Claimed(r.id, kind, r.conversation_id, r.message_id, r.attempts, lease) for r in rows),
-            key=lambda c: c.id,
+    async def claim(
+        self,
+        kind: str,
+        *,
+        limit: int,
+        owner: str,
+        lease_seconds: float,
+        load: Callable[[Tx, list[Claimed]], Coroutine[Any, Any, L]],
+    ) -> tuple[list[Claimed], L | None]:
+        """Lease up to ``limit`` ready items of ``kind`` (lane heads only, so one per conversation).
+
+        ``load`` reads what the claimed items need in the same transaction (None when nothing was claimed).
+        """
+        return await self.db.write(
+            _claim, kind, limit, f"{owner}:{time.monotonic_ns():x}", lease_seconds, load
         )
 
     async def retry(self, item: Claimed, *, delay: float, error: dict[str, Any]) -> bool:
         """Give a leased item back to the queue, to be tried again after ``delay`` seconds."""
         now = utcnow()
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(WorkItem)
-                .where(WorkItem.id == item.id, WorkItem.lease_owner == item.lease)
-                .values(
-                    state="pending",
-                    available_at=now + timedelta(seconds=delay),
-                    lease_owner=None,
-                    leased_until=None,
-                    last_error=error,
-                    updated_at=now,
-                )
-            )
-        return bool(result.rowcount)
+        changed = await self.db.write(
+            _execute,
+            "UPDATE work_items SET state = 'pending', available_at = $3, lease_owner = NULL,"
+            " leased_until = NULL, last_error = $4, updated_at = $5 WHERE id = $1 AND lease_owner = $2",
+            item.id,
+            item.lease,
+            now + timedelta(seconds=delay),
+            error,
+            now,
+        )
+        return bool(changed)
 
     async def release(self, items: Sequence[Claimed]) -> None:
         """Give leased items back untouched (graceful shutdown): their attempt does not count."""
-        if not items:
-            return
-        now = utcnow()
-        async with self.engine.begin() as conn:
-            for item in items:
-                await conn.execute(
-                    update(WorkItem)
-                    .where(WorkItem.id == item.id, WorkItem.lease_owner == item.lease)
-                    .values(
-                        state="pending",
-                        available_at=now,
-                        lease_owner=None,
-                        leased_until=None,
-                        attempts=WorkItem.attempts - 1,
-                        updated_at=now,
-                    )
-                )
+        if items:
+            await self.db.write(_release, items, utcnow())
 
     async def queue_depth(self) -> dict[str, int]:
         """Unfinished work items by kind (for metrics)."""
-        async with read_only(self.engine).connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(WorkItem.kind, func.count())
-                    .where(WorkItem.state.in_(_ACTIVE_STATES))
-                    .group_by(WorkItem.kind)
-                )
-            ).all()
+        rows = await self.db.read(
+            _fetch,
+            "SELECT kind, count(*) FROM work_items"
+            " WHERE state IN ('waiting', 'pending', 'leased') GROUP BY kind",
+        )
         return {kind: int(count) for kind, count in rows}
 
 
-async def lock_conversations(conn: AsyncConnection, conversation_ids: Iterable[str]) -> None:
+_INBOUND_COLUMNS = (
+    "conversation_id",
+    "number_id",
+    "direction",
+    "type",
+    "provider_message_id",
+    "text",
+    "content",
+    "status",
+    "status_rank",
+    "raw",
+    "reply_to",
+    "part",
+    "provider_timestamp",
+    "created_at",
+    "updated_at",
+)
+_CONVERSATION_COLUMNS = (
+    "id",
+    "number_id",
+    "contact_id",
+    "is_active",
+    "context",
+    "metadata",
+    "last_activity",
+    "expires_at",
+    "created_at",
+    "updated_at",
+)
+_CONTACT_COLUMNS = (
+    "number_id",
+    "user_key",
+    "wa_id",
+    "user_id",
+    "username",
+    "profile_name",
+    "last_inbound_at",
+    "created_at",
+)
+_CONTACT_UPSERT = (
+    "ON CONFLICT (number_id, user_key) DO UPDATE SET"
+    " wa_id = coalesce(excluded.wa_id, contacts.wa_id),"
+    " user_id = coalesce(excluded.user_id, contacts.user_id),"
+    " username = coalesce(excluded.username, contacts.username),"
+    " profile_name = coalesce(excluded.profile_name, contacts.profile_name),"
+    " last_inbound_at = coalesce(excluded.last_inbound_at, contacts.last_inbound_at)"
+)
+_STATUS_COLUMNS = (
+    "number_id",
+    "provider_message_id",
+    "status",
+    "status_rank",
+    "timestamp",
+    "errors",
+    "pricing",
+    "raw",
+    "created_at",
+)
+_WORK_COLUMNS = (
+    "kind",
+    "conversation_id",
+    "message_id",
+    "state",
+    "attempts",
+    "available_at",
+    "created_at",
+    "updated_at",
+)
+
+
+async def _fetch(tx: Tx, query: str, *args: Any) -> list[Any]:
+    return await tx.fetch(query, *args)
+
+
+async def _execute(tx: Tx, query: str, *args: Any) -> int:
+    return await tx.execute(query, *args)
+
+
+async def _existing_ids(tx: Tx, keys: list[tuple[int, str]]) -> set[tuple[int, str]]:
+    by_number: dict[int, list[str]] = {}
+    for number_id, pid in keys:
+        by_number.setdefault(number_id, []).append(pid)
+    found: set[tuple[int, str]] = set()
+    for number_id, pids in by_number.items():
+        rows = await tx.fetch(
+            "SELECT provider_message_id FROM messages WHERE number_id = $1 AND provider_message_id = ANY($2)",
+            number_id,
+            pids,
+        )
+        found.update((number_id, pid) for (pid,) in rows)
+    return found
+
+
+async def upsert_contacts(
+    tx: Tx, users: Sequence[tuple[NumberInfo, UserRef]], now: datetime, *, inbound: bool
+) -> dict[tuple[int, str], int]:
+    """Create or refresh contacts; returns their ids by (number id, user key)."""
+    values: dict[tuple[int, str], tuple[Any, ...]] = {}
+    for number, sender in users:
+        values[(number.id, sender.key)] = (
+            number.id,
+            _clip(sender.key, 160),
+            _clip(sender.wa_id, 32),
+            _clip(sender.user_id, 160),
+            _clip(sender.username, 100),
+            _clip(sender.profile_name, 200),
+            now if inbound else None,
+            now,
+        )
+    rows = await tx.insert_many(
+        TABLES["contacts"],
+        _CONTACT_COLUMNS,
+        list(values.values()),
+        suffix=_CONTACT_UPSERT,
+        returning="id, number_id, user_key",
+    )
+    return {(r[1], r[2]): int(r[0]) for r in rows}
+
+
+async def _insert_statuses(tx: Tx, statuses: Sequence[tuple[NumberInfo, StatusUpdate]], now: datetime) -> int:
+    rows = []
+    seen: set[tuple[int, str, str]] = set()
+    for number, status in statuses:
+        key = (number.id, status.provider_message_id, status.status)
+        if key in seen:
+            continue
+        seen.add(key)
+        known = status.known_status
+        rows.append(
+            (
+                number.id,
+                _clip(status.provider_message_id, 200),
+                _clip(status.status, 20),
+                known.rank if known else -1,
+                status.timestamp,
+                [e.model_dump(exclude_none=True) for e in status.errors] or None,
+                status.pricing,
+                status.raw,
+                now,
+            )
+        )
+    new = await tx.insert_many(
+        TABLES["status_events"],
+        _STATUS_COLUMNS,
+        rows,
+        suffix="ON CONFLICT (number_id, provider_message_id, status) DO NOTHING",
+        returning="number_id, provider_message_id, status, status_rank, errors",
+    )
+    await apply_status_events(tx, [(r[0], r[1], r[2], r[3], tx.json(r[4])) for r in new], now)
+    return len(new)
+
+
+async def _claim(
+    tx: Tx,
+    kind: str,
+    limit: int,
+    lease: str,
+    lease_seconds: float,
+    load: Callable[[Tx, list[Claimed]], Coroutine[Any, Any, L]],
+) -> tuple[list[Claimed], L | None]:
+    now = utcnow()
+    # A plain indexed scan: only lane heads are ever pending or leased (see the module docstring).
+    ids = [
+        r[0]
+        for r in await tx.fetch(
+            "SELECT id FROM work_items WHERE kind = $1"
+            " AND ((state = 'pending' AND available_at <= $2) OR (state = 'leased' AND leased_until < $2))"
+            " ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
+            kind,
+            now,
+            limit,
+        )
+    ]
+    if not ids:
+        return [], None
+    rows = await tx.fetch(
+        "UPDATE work_items SET state = 'leased', lease_owner = $2, leased_until = $3,"
+        " attempts = attempts + 1, updated_at = $4 WHERE id = ANY($1)"
+        " RETURNING id, conversation_id, message_id, attempts",
+        ids,
+        lease,
+        now + timedelta(seconds=lease_seconds),
+        now,
+    )
+    claimed = sorted(
+        (Claimed(int(r[0]), kind, r[1], int(r[2]), int(r[3]), lease) for r in rows), key=lambda c: c.id
+    )
+    return claimed, await load(tx, claimed)
+
+
+async def _release(tx: Tx, items: Sequence[Claimed], now: datetime) -> None:
+    await tx.executemany(
+        "UPDATE work_items SET state = 'pending', available_at = $3, lease_owner = NULL, leased_until = NULL,"
+        " attempts = attempts - 1, updated_at = $3 WHERE id = $1 AND lease_owner = $2",
+        [(item.id, item.lease, now) for item in items],
+    )
+
+
+async def lock_conversations(tx: Tx, conversation_ids: Iterable[str]) -> None:
     """Lock conversation rows (in id order, so writers never deadlock) before touching their lanes.
 
     SQLite needs nothing: its write transactions already run one at a time.
     """
     ids = sorted(set(conversation_ids))
-    if ids and is_postgres(conn):
-        await conn.execute(
-            select(Conversation.id)
-            .where(Conversation.id.in_(ids))
-            .order_by(Conversation.id)
-            .with_for_update()
-        )
+    if ids and tx.postgres:
+        await tx.fetch("SELECT id FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
 
 
-async def add_work(conn: AsyncConnection, kind: str, items: Sequence[tuple[str, int]], now: datetime) -> None:
+async def add_work(tx: Tx, kind: str, items: Sequence[tuple[str, int]], now: datetime) -> None:
     """Queue work items ``(conversation id, message id)`` in order at the back of their lanes.
 
     The caller holds the conversations' locks (see :func:`lock_conversations`).
     """
     if not items:
         return
-    conversations = {conv for conv, _ in items}
-    busy = set(
-        (
-            await conn.execute(
-                select(WorkItem.conversation_id)
-                .where(
-                    WorkItem.kind == kind,
-                    WorkItem.state.in_(_ACTIVE_STATES),
-                    WorkItem.conversation_id.in_(conversations),
-                )
-                .distinct()
-            )
-        ).scalars()
-    )
+    busy = {
+        r[0]
+        for r in await tx.fetch(
+            "SELECT DISTINCT conversation_id FROM work_items WHERE kind = $1"
+            " AND state IN ('waiting', 'pending', 'leased') AND conversation_id = ANY($2)",
+            kind,
+            sorted({conv for conv, _ in items}),
+        )
+    }
     rows = []
     for conversation_id, message_id in items:
-        rows.append(
-            {
-                "kind": kind,
-                "conversation_id": conversation_id,
-                "message_id": message_id,
-                "state": "waiting" if conversation_id in busy else "pending",
-                "attempts": 0,
-                "available_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
+        state = "waiting" if conversation_id in busy else "pending"
+        rows.append((kind, conversation_id, message_id, state, 0, now, now, now))
         busy.add(conversation_id)
-    await conn.execute(insert(WorkItem), rows)
+    await tx.insert_many(TABLES["work_items"], _WORK_COLUMNS, rows)
 
 
-async def _promote(conn: AsyncConnection, lanes: Iterable[tuple[str, str]], now: datetime) -> None:
+async def _promote(tx: Tx, lanes: Iterable[tuple[str, str]], now: datetime) -> None:
     """Make the oldest waiting item of each lane (conversation id, kind) its new head."""
-    lanes = sorted(set(lanes))
-    if not lanes:
-        return
-    head = (
-        select(func.min(WorkItem.id))
-        .where(
-            WorkItem.conversation_id == bindparam("b_conv"),
-            WorkItem.kind == bindparam("b_kind"),
-            WorkItem.state == "waiting",
-        )
-        .scalar_subquery()
-    )
-    await conn.execute(
-        update(WorkItem)
-        .where(WorkItem.id == head)
-        .values(state="pending", available_at=bindparam("b_now", type_=WorkItem.available_at.type)),
-        [{"b_conv": conv, "b_kind": kind, "b_now": now} for conv, kind in lanes],
+    await tx.executemany(
+        "UPDATE work_items SET state = 'pending', available_at = $3 WHERE id = ("
+        "SELECT min(id) FROM work_items WHERE conversation_id = $1 AND kind = $2 AND state = 'waiting')",
+        [(conv, kind, now) for conv, kind in sorted(set(lanes))],
     )
 
 
-async def finish_items(conn: AsyncConnection, items: Sequence[Claimed]) -> set[int]:
+async def finish_items(tx: Tx, items: Sequence[Claimed]) -> set[int]:
     """Delete finished work items whose lease is still ours and promote what waited behind them.
 
     Returns the ids that were ours.
     """
     if not items:
         return set()
-    await lock_conversations(conn, (i.conversation_id for i in items))
-    rows = await conn.execute(
-        delete(WorkItem)
-        .where(
-            WorkItem.id.in_([i.id for i in items]),
-            WorkItem.lease_owner.in_({i.lease for i in items}),
-        )
-        .returning(WorkItem.id, WorkItem.lease_owner)
+    await lock_conversations(tx, (i.conversation_id for i in items))
+    rows = await tx.fetch(
+        "DELETE FROM work_items WHERE id = ANY($1) AND lease_owner = ANY($2) RETURNING id, lease_owner",
+        [i.id for i in items],
+        sorted({i.lease for i in items}),
     )
     leases = {i.id: i.lease for i in items}
-    ours = {r.id for r in rows if leases.get(r.id) == r.lease_owner}
-    await _promote(conn, ((i.conversation_id, i.kind) for i in items if i.id in ours), utcnow())
+    ours = {int(r[0]) for r in rows if leases.get(int(r[0])) == r[1]}
+    await _promote(tx, ((i.conversation_id, i.kind) for i in items if i.id in ours), utcnow())
     return ours
 
 
 async def dead_letter_items(
-    conn: AsyncConnection, items: Sequence[tuple[Claimed, dict[str, Any]]], now: datetime
+    tx: Tx, items: Sequence[tuple[Claimed, dict[str, Any]]], now: datetime
 ) -> set[int]:
     """Mark leased items dead with their last error and promote what waited behind them.
 
@@ -561,42 +583,37 @@ async def dead_letter_items(
     """
     if not items:
         return set()
-    await lock_conversations(conn, (item.conversation_id for item, _ in items))
+    await lock_conversations(tx, (item.conversation_id for item, _ in items))
     ours: set[int] = set()
     for item, error in items:
-        result = await conn.execute(
-            update(WorkItem)
-            .where(WorkItem.id == item.id, WorkItem.lease_owner == item.lease)
-            .values(state="dead", last_error=error, leased_until=None, updated_at=now)
+        changed = await tx.execute(
+            "UPDATE work_items SET state = 'dead', last_error = $3, leased_until = NULL, updated_at = $4"
+            " WHERE id = $1 AND lease_owner = $2",
+            item.id,
+            item.lease,
+            error,
+            now,
         )
-        if result.rowcount:
+        if changed:
             ours.add(item.id)
-    await _promote(conn, ((item.conversation_id, item.kind) for item, _ in items if item.id in ours), now)
+    await _promote(tx, ((item.conversation_id, item.kind) for item, _ in items if item.id in ours), now)
     return ours
 
 
-async def promote_stranded(conn: AsyncConnection) -> int:
+async def promote_stranded(tx: Tx) -> int:
     """Safety net: make the oldest waiting item the head of any lane that has no head (returns how many)."""
-    heads = (
-        select(func.min(WorkItem.id).label("id"), WorkItem.conversation_id, WorkItem.kind)
-        .where(WorkItem.state == "waiting")
-        .group_by(WorkItem.conversation_id, WorkItem.kind)
-        .subquery()
+    return await tx.execute(
+        "UPDATE work_items SET state = 'pending' WHERE id IN ("
+        " SELECT h.id FROM ("
+        "  SELECT min(id) AS id, conversation_id, kind FROM work_items WHERE state = 'waiting'"
+        "  GROUP BY conversation_id, kind) AS h"
+        " WHERE NOT EXISTS (SELECT 1 FROM work_items AS a WHERE a.conversation_id = h.conversation_id"
+        "  AND a.kind = h.kind AND a.state IN ('pending', 'leased')))"
     )
-    active = aliased(WorkItem)
-    stranded = select(heads.c.id).where(
-        ~exists().where(
-            active.conversation_id == heads.c.conversation_id,
-            active.kind == heads.c.kind,
-            active.state.in_(_HEAD_STATES),
-        )
-    )
-    result = await conn.execute(update(WorkItem).where(WorkItem.id.in_(stranded)).values(state="pending"))
-    return int(result.rowcount or 0)
 
 
 async def apply_status_events(
-    conn: AsyncConnection,
+    tx: Tx,
     events: Sequence[tuple[int, str, str, int, list[dict[str, Any]] | None]],
     now: datetime,
 ) -> None:
@@ -608,33 +625,11 @@ async def apply_status_events(
         key = (number_id, pid)
         if key not in best or rank > best[key][1]:
             best[key] = (status, rank, errors)
-    if not best:
-        return
-    stmt = (
-        update(Message)
-        .where(
-            Message.number_id == bindparam("b_number"),
-            Message.provider_message_id == bindparam("b_pid"),
-            Message.status_rank < bindparam("b_rank"),
-        )
-        .values(
-            status=bindparam("b_status"),
-            status_rank=bindparam("b_rank"),
-            error=func.coalesce(bindparam("b_error", type_=Message.error.type), Message.error),
-            updated_at=bindparam("b_now", type_=Message.updated_at.type),
-        )
-    )
-    await conn.execute(
-        stmt,
+    await tx.executemany(
+        "UPDATE messages SET status = $3, status_rank = $4, error = coalesce($5, error), updated_at = $6"
+        " WHERE number_id = $1 AND provider_message_id = $2 AND status_rank < $4",
         [
-            {
-                "b_number": number_id,
-                "b_pid": pid,
-                "b_rank": rank,
-                "b_status": status,
-                "b_error": {"errors": errors} if errors else None,
-                "b_now": now,
-            }
+            (number_id, pid, status, rank, {"errors": errors} if errors else None, now)
             for (number_id, pid), (status, rank, errors) in best.items()
         ],
     )

@@ -29,9 +29,8 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from warelay.agents.base import AgentReply, StateChange, Turn
 from warelay.agents.provider import AgentProvider
@@ -49,7 +48,7 @@ from warelay.outbound.outbox import Draft, PendingSend, enqueue, load_pending, r
 from warelay.outbound.ratelimit import Pacer
 from warelay.outbound.retry import backoff_delay
 from warelay.outbound.splitter import split_text
-from warelay.storage.db import read_only
+from warelay.storage.direct import Database, Tx
 from warelay.storage.models import utcnow
 
 log = logging.getLogger("warelay.worker")
@@ -86,7 +85,7 @@ def error_record(exc: BaseException) -> dict[str, Any]:
 class Services:
     """What every worker uses: the database, the queue, numbers, channels, pacing, settings, metrics."""
 
-    engine: AsyncEngine
+    db: Database
     inbox: Inbox
     registry: NumberRegistry
     channels: Mapping[str, Channel]
@@ -103,8 +102,7 @@ class _Loop(abc.ABC):
     _completer: Batcher[Any, bool]  # group-commits the results of finished items
 
     def __init__(self, services: Services, *, concurrency: int) -> None:
-        self.engine = services.engine
-        self.reader = read_only(services.engine)
+        self.db = services.db
         self.inbox = services.inbox
         self.registry = services.registry
         self.channels = services.channels
@@ -145,8 +143,12 @@ class _Loop(abc.ABC):
             self._wakeup.clear()
             claim_started = time.monotonic()
             try:
-                claimed = await self.inbox.claim(
-                    self.kind, limit=min(free, w.batch_size), owner=self.owner, lease_seconds=w.lease_seconds
+                claimed, loaded = await self.inbox.claim(
+                    self.kind,
+                    limit=min(free, w.batch_size),
+                    owner=self.owner,
+                    lease_seconds=w.lease_seconds,
+                    load=self._load,
                 )
             except Exception:
                 self.log.exception("claiming %s work failed; retrying", self.kind)
@@ -157,19 +159,23 @@ class _Loop(abc.ABC):
                 self._idle_since = claim_started
             if claimed:
                 try:
-                    await self._dispatch(claimed)
+                    await self._dispatch(claimed, loaded)
                 except Exception:
-                    # The database hiccupped between claim and load: the leases lapse and the
-                    # items are claimed again (their attempt counted), so nothing is lost.
-                    self.log.exception("loading %d claimed %s items failed", len(claimed), self.kind)
+                    # The database hiccupped while settling unusable items: their leases lapse and
+                    # they are claimed again (their attempt counted), so nothing is lost.
+                    self.log.exception("dispatching %d claimed %s items failed", len(claimed), self.kind)
                     await asyncio.sleep(w.poll_interval_seconds)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=w.poll_interval_seconds)
 
     @abc.abstractmethod
-    async def _dispatch(self, claimed: list[Claimed]) -> None:
-        """Load the claimed items and start a task for each."""
+    async def _load(self, tx: Tx, claimed: list[Claimed]) -> Any:
+        """Read what the claimed items need, in the claiming transaction (on SQLite: in a database thread)."""
+
+    @abc.abstractmethod
+    async def _dispatch(self, claimed: list[Claimed], loaded: Any) -> None:
+        """Start a task for each claimed item."""
 
     async def _number(self, number_id: int) -> NumberInfo:
         """A number from the registry, reloading it once when the number is new to this process."""
@@ -248,20 +254,19 @@ class TurnWorker(_Loop):
         self.on_replies = on_replies
         self._completer: Batcher[_TurnDone, bool] = Batcher(self._complete, name="turn-complete")
 
-    async def _dispatch(self, claimed: list[Claimed]) -> None:
-        async with self.reader.connect() as conn:
-            turns = await load_turns(conn, claimed, history_window=self.settings.conversations.history_window)
+    async def _load(self, tx: Tx, claimed: list[Claimed]) -> dict[int, TurnData | ValueError]:
+        return await load_turns(tx, claimed, history_window=self.settings.conversations.history_window)
+
+    async def _dispatch(self, claimed: list[Claimed], loaded: dict[int, TurnData | ValueError]) -> None:
         for item in claimed:
-            data = turns.get(item.id)
+            data = loaded.get(item.id)
             if data is None:  # the message was deleted under us (tenant removed): nothing to answer
-                async with self.engine.begin() as conn:
-                    await finish_items(conn, [item])
+                await self.db.write(finish_items, [item])
                 continue
             if isinstance(data, ValueError):
                 log.error("stored message %d cannot be read (%s); dead-lettered", item.message_id, data)
                 self.metrics.dead_letters.labels(TURN).inc()
-                async with self.engine.begin() as conn:
-                    await dead_letter_items(conn, [(item, error_record(data))], utcnow())
+                await self.db.write(dead_letter_items, [(item, error_record(data))], utcnow())
                 continue
             self._start(item, self._process(item, data))
 
@@ -315,20 +320,14 @@ class TurnWorker(_Loop):
         """Queue the configured acknowledgement (seed 003) ahead of the agent's answer."""
         if not isinstance(text, str) or not text.strip():
             return
-        async with self.engine.begin() as conn:
-            await enqueue(
-                conn,
-                [
-                    Draft(
-                        conversation_id=item.conversation_id,
-                        number_id=data.number_id,
-                        content=OutText(body=text),
-                        reply_to=data.message.provider_message_id,
-                        turn_message_id=item.message_id,
-                    )
-                ],
-                utcnow(),
-            )
+        draft = Draft(
+            conversation_id=item.conversation_id,
+            number_id=data.number_id,
+            content=OutText(body=text),
+            reply_to=data.message.provider_message_id,
+            turn_message_id=item.message_id,
+        )
+        await self.db.write(enqueue, [draft], utcnow())
         self.on_replies()
 
     def _show_activity(self, number: NumberInfo, wamid: str) -> None:
@@ -371,41 +370,44 @@ class TurnWorker(_Loop):
         log.error("turn failed %d times (%s); dead-lettered", item.attempts, exc, extra=extra)
         self.metrics.dead_letters.labels(TURN).inc()
         fallback = self.settings.agent.fallback_text
-        now = utcnow()
-        async with self.engine.begin() as conn:
-            ours = await dead_letter_items(conn, [(item, error)], now)
-            if ours and fallback:
-                await enqueue(
-                    conn,
-                    [
-                        Draft(
-                            conversation_id=item.conversation_id,
-                            number_id=data.number_id,
-                            content=OutText(body=fallback),
-                            reply_to=data.message.provider_message_id,
-                            turn_message_id=item.message_id,
-                        )
-                    ],
-                    now,
-                )
+        draft = Draft(
+            conversation_id=item.conversation_id,
+            number_id=data.number_id,
+            content=OutText(body=fallback),
+            reply_to=data.message.provider_message_id,
+            turn_message_id=item.message_id,
+        )
+        await self.db.write(_dead_letter_turn, item, error, draft if fallback else None, utcnow())
         self.on_replies()
 
     async def _complete(self, done: Sequence[_TurnDone]) -> list[bool]:
-        now = utcnow()
-        async with self.engine.begin() as conn:
-            ours = await finish_items(conn, [d.item for d in done])
-            drafts = [draft for d in done if d.item.id in ours for draft in d.drafts]
-            await enqueue(conn, drafts, now)
-            changes = [
-                (d.item.conversation_id, d.data.session, d.state)
-                for d in done
-                if d.item.id in ours and d.state is not None
-            ]
-            if changes:
-                await apply_state_changes(conn, changes, now)
-        if drafts:
+        ours, queued = await self.db.write(_complete_turns, done, utcnow())
+        if queued:
             self.on_replies()
         return [d.item.id in ours for d in done]
+
+
+async def _dead_letter_turn(
+    tx: Tx, item: Claimed, error: dict[str, Any], fallback: Draft | None, now: Any
+) -> None:
+    ours = await dead_letter_items(tx, [(item, error)], now)
+    if ours and fallback is not None:
+        await enqueue(tx, [fallback], now)
+
+
+async def _complete_turns(tx: Tx, done: Sequence[_TurnDone], now: datetime) -> tuple[set[int], int]:
+    """End finished turns whose lease is still ours: delete them, queue their replies, keep their state."""
+    ours = await finish_items(tx, [d.item for d in done])
+    drafts = [draft for d in done if d.item.id in ours for draft in d.drafts]
+    await enqueue(tx, drafts, now)
+    changes = [
+        (d.item.conversation_id, d.data.session, d.state)
+        for d in done
+        if d.item.id in ours and d.state is not None
+    ]
+    if changes:
+        await apply_state_changes(tx, changes, now)
+    return ours, len(drafts)
 
 
 _background: set[asyncio.Task[None]] = set()
@@ -429,14 +431,14 @@ class SendWorker(_Loop):
         super().__init__(services, concurrency=services.settings.worker.send_concurrency)
         self._completer: Batcher[_SendDone, bool] = Batcher(self._complete, name="send-complete")
 
-    async def _dispatch(self, claimed: list[Claimed]) -> None:
-        async with self.reader.connect() as conn:
-            pending = await load_pending(conn, [c.message_id for c in claimed])
+    async def _load(self, tx: Tx, claimed: list[Claimed]) -> dict[int, PendingSend]:
+        return await load_pending(tx, [c.message_id for c in claimed])
+
+    async def _dispatch(self, claimed: list[Claimed], loaded: dict[int, PendingSend]) -> None:
         for item in claimed:
-            p = pending.get(item.message_id)
+            p = loaded.get(item.message_id)
             if p is None:
-                async with self.engine.begin() as conn:
-                    await finish_items(conn, [item])
+                await self.db.write(finish_items, [item])
                 continue
             self._start(item, self._send(item, p))
 
@@ -500,24 +502,23 @@ class SendWorker(_Loop):
         )
 
     async def _complete(self, done: Sequence[_SendDone]) -> list[bool]:
-        now = utcnow()
-        sent = [d for d in done if d.wamid is not None]
-        failed = [d for d in done if d.wamid is None]
-        async with self.engine.begin() as conn:
-            ours = await finish_items(conn, [d.item for d in sent])
-            await record_sent(
-                conn,
-                [
-                    (d.pending.message_id, d.pending.number_id, d.wamid)
-                    for d in sent
-                    if d.item.id in ours and d.wamid
-                ],
-                now,
-            )
-            dead = await dead_letter_items(conn, [(d.item, d.error or {}) for d in failed], now)
-            await record_failed(
-                conn, [(d.pending.message_id, d.error or {}) for d in failed if d.item.id in dead], now
-            )
+        ours = await self.db.write(_complete_sends, done, utcnow())
+        failed = sum(1 for d in done if d.wamid is None)
         if failed:
-            self.metrics.dead_letters.labels(SEND).inc(len(failed))
-        return [d.item.id in ours or d.item.id in dead for d in done]
+            self.metrics.dead_letters.labels(SEND).inc(failed)
+        return [d.item.id in ours for d in done]
+
+
+async def _complete_sends(tx: Tx, done: Sequence[_SendDone], now: datetime) -> set[int]:
+    """Record sends (accepted or failed for good) whose lease is still ours; returns their item ids."""
+    sent = [d for d in done if d.wamid is not None]
+    failed = [d for d in done if d.wamid is None]
+    ours = await finish_items(tx, [d.item for d in sent])
+    await record_sent(
+        tx,
+        [(d.pending.message_id, d.pending.number_id, d.wamid) for d in sent if d.item.id in ours and d.wamid],
+        now,
+    )
+    dead = await dead_letter_items(tx, [(d.item, d.error or {}) for d in failed], now)
+    await record_failed(tx, [(d.pending.message_id, d.error or {}) for d in failed if d.item.id in dead], now)
+    return ours | dead

@@ -14,9 +14,11 @@ from sqlalchemy import select
 from warelay.agents.base import AgentReply
 from warelay.config import Settings
 from warelay.domain import OutText, UserRef
+from warelay.inbox.store import upsert_contacts
 from warelay.inbox.worker import render_replies
 from warelay.outbound.outbox import Draft, enqueue
 from warelay.runtime import Runtime
+from warelay.storage.direct import Tx
 from warelay.storage.models import Message, utcnow
 
 _SETTLED = {"accepted", "sent", "delivered", "read", "played", "failed"}
@@ -34,24 +36,20 @@ async def send_text(
             raise LookupError(f"no number with phone_number_id {phone_number_id!r}")
         if not to.isdigit():
             raise ValueError("--to must be a phone number in digits, e.g. 628123456789")
-        now = utcnow()
-        async with runtime.engine.begin() as conn:
-            contacts = await runtime.inbox.upsert_contacts(
-                conn, [(number, UserRef(wa_id=to))], now, inbound=False
-            )
+        parts = render_replies(AgentReply(replies=(OutText(body=text),)))
+
+        async def queue(tx: Tx) -> list[int]:
+            now = utcnow()
+            contacts = await upsert_contacts(tx, [(number, UserRef(wa_id=to))], now, inbound=False)
             contact_id = contacts[(number.id, to)]
-            conversation = (await runtime.inbox.active_conversations(conn, {contact_id: (number, to)}, now))[
-                contact_id
+            conversations = await runtime.inbox.active_conversations(tx, {contact_id: (number, to)}, now)
+            drafts = [
+                Draft(conversation_id=conversations[contact_id], number_id=number.id, content=part, part=i)
+                for i, part in enumerate(parts)
             ]
-            parts = render_replies(AgentReply(replies=(OutText(body=text),)))
-            ids = await enqueue(
-                conn,
-                [
-                    Draft(conversation_id=conversation, number_id=number.id, content=part, part=i)
-                    for i, part in enumerate(parts)
-                ],
-                now,
-            )
+            return await enqueue(tx, drafts, now)
+
+        ids = await runtime.db.write(queue)
         if wait <= 0:
             return [(i, "queued") for i in ids]
         sender = asyncio.create_task(runtime.sender.run())

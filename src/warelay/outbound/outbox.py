@@ -18,14 +18,28 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warelay.domain import DeliveryStatus, OutboundContent, OutText
 from warelay.inbox.store import SEND, add_work, apply_status_events, lock_conversations
-from warelay.storage.models import Contact, Conversation, Message, StatusEvent
+from warelay.storage.direct import Tx
+from warelay.storage.models import Base
 
 _CONTENT = TypeAdapter[OutboundContent](OutboundContent)
+_OUTBOUND_COLUMNS = (
+    "conversation_id",
+    "number_id",
+    "direction",
+    "type",
+    "text",
+    "content",
+    "status",
+    "status_rank",
+    "reply_to",
+    "turn_message_id",
+    "part",
+    "created_at",
+    "updated_at",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,110 +89,92 @@ def content_type(content: OutboundContent) -> str:
     return content.kind
 
 
-async def enqueue(conn: AsyncConnection, drafts: Sequence[Draft], now: datetime) -> list[int]:
+async def enqueue(tx: Tx, drafts: Sequence[Draft], now: datetime) -> list[int]:
     """Insert outbound messages and their send work items, in order; returns the message ids."""
     if not drafts:
         return []
-    await lock_conversations(conn, (d.conversation_id for d in drafts))
+    await lock_conversations(tx, (d.conversation_id for d in drafts))
     rows = [
-        {
-            "conversation_id": d.conversation_id,
-            "number_id": d.number_id,
-            "direction": "out",
-            "type": content_type(d.content),
-            "provider_message_id": None,
-            "text": content_text(d.content),
-            "content": d.content.model_dump(mode="json"),
-            "status": DeliveryStatus.QUEUED.value,
-            "status_rank": DeliveryStatus.QUEUED.rank,
-            "reply_to": d.reply_to,
-            "turn_message_id": d.turn_message_id,
-            "part": d.part,
-            "created_at": now,
-            "updated_at": now,
-        }
+        (
+            d.conversation_id,
+            d.number_id,
+            "out",
+            content_type(d.content),
+            content_text(d.content),
+            d.content.model_dump(mode="json"),
+            DeliveryStatus.QUEUED.value,
+            DeliveryStatus.QUEUED.rank,
+            d.reply_to,
+            d.turn_message_id,
+            d.part,
+            now,
+            now,
+        )
         for d in drafts
     ]
-    result = await conn.execute(insert(Message).returning(Message.id, sort_by_parameter_order=True), rows)
-    ids = [int(r.id) for r in result]
-    await add_work(conn, SEND, [(d.conversation_id, mid) for d, mid in zip(drafts, ids, strict=True)], now)
+    # Ids are assigned in the order of the rows (see Tx.insert_many), whatever order RETURNING uses.
+    ids = sorted(
+        int(r[0])
+        for r in await tx.insert_many(
+            Base.metadata.tables["messages"], _OUTBOUND_COLUMNS, rows, returning="id"
+        )
+    )
+    await add_work(tx, SEND, [(d.conversation_id, mid) for d, mid in zip(drafts, ids, strict=True)], now)
     return ids
 
 
-async def load_pending(conn: AsyncConnection, message_ids: Sequence[int]) -> dict[int, PendingSend]:
+async def load_pending(tx: Tx, message_ids: Sequence[int]) -> dict[int, PendingSend]:
     """The queued messages behind claimed send items, with their recipients."""
     if not message_ids:
         return {}
-    rows = await conn.execute(
-        select(
-            Message.id,
-            Message.conversation_id,
-            Message.number_id,
-            Message.content,
-            Message.reply_to,
-            Contact.wa_id,
-            Contact.user_id,
-        )
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .join(Contact, Contact.id == Conversation.contact_id)
-        .where(Message.id.in_(list(message_ids)))
+    rows = await tx.fetch(
+        "SELECT m.id, m.conversation_id, m.number_id, m.content, m.reply_to, c.wa_id, c.user_id"
+        " FROM messages AS m JOIN conversations AS v ON v.id = m.conversation_id"
+        " JOIN contacts AS c ON c.id = v.contact_id WHERE m.id = ANY($1)",
+        list(message_ids),
     )
     return {
-        r.id: PendingSend(
-            message_id=r.id,
-            conversation_id=r.conversation_id,
-            number_id=r.number_id,
-            content=_CONTENT.validate_python(r.content),
-            reply_to=r.reply_to,
-            wa_id=r.wa_id,
-            user_id=r.user_id,
+        int(r[0]): PendingSend(
+            message_id=int(r[0]),
+            conversation_id=r[1],
+            number_id=int(r[2]),
+            content=_CONTENT.validate_python(tx.json(r[3])),
+            reply_to=r[4],
+            wa_id=r[5],
+            user_id=r[6],
         )
         for r in rows
     }
 
 
-async def record_sent(conn: AsyncConnection, sent: Sequence[tuple[int, int, str]], now: datetime) -> None:
+async def record_sent(tx: Tx, sent: Sequence[tuple[int, int, str]], now: datetime) -> None:
     """Record accepted sends ``(message id, number id, wamid)`` and apply receipts that arrived first."""
     if not sent:
         return
-    await conn.execute(
-        update(Message)
-        .where(Message.id == bindparam("b_id"))
-        .values(
-            provider_message_id=bindparam("b_wamid"),
-            status=DeliveryStatus.ACCEPTED.value,
-            status_rank=DeliveryStatus.ACCEPTED.rank,
-            updated_at=bindparam("b_now", type_=Message.updated_at.type),
-        ),
-        [{"b_id": mid, "b_wamid": wamid, "b_now": now} for mid, _, wamid in sent],
+    await tx.executemany(
+        "UPDATE messages SET provider_message_id = $2, status = $3, status_rank = $4, updated_at = $5"
+        " WHERE id = $1",
+        [
+            (mid, wamid, DeliveryStatus.ACCEPTED.value, DeliveryStatus.ACCEPTED.rank, now)
+            for mid, _, wamid in sent
+        ],
     )
     # The simulator (and Meta) may deliver the "sent" receipt before this commit: apply it now.
-    early = await conn.execute(
-        select(
-            StatusEvent.number_id,
-            StatusEvent.provider_message_id,
-            StatusEvent.status,
-            StatusEvent.status_rank,
-            StatusEvent.errors,
-        ).where(StatusEvent.provider_message_id.in_([wamid for _, _, wamid in sent]))
+    early = await tx.fetch(
+        "SELECT number_id, provider_message_id, status, status_rank, errors FROM status_events"
+        " WHERE provider_message_id = ANY($1)",
+        [wamid for _, _, wamid in sent],
     )
-    events = [(r.number_id, r.provider_message_id, r.status, r.status_rank, r.errors) for r in early]
-    if events:
-        await apply_status_events(conn, events, now)
+    if early:
+        await apply_status_events(tx, [(r[0], r[1], r[2], r[3], tx.json(r[4])) for r in early], now)
 
 
-async def record_failed(
-    conn: AsyncConnection, failed: Sequence[tuple[int, dict[str, Any]]], now: datetime
-) -> None:
+async def record_failed(tx: Tx, failed: Sequence[tuple[int, dict[str, Any]]], now: datetime) -> None:
     """Mark outbound messages failed for good, with the error."""
-    for message_id, error in failed:
-        await conn.execute(
-            update(Message)
-            .where(Message.id == message_id)
-            .values(
-                status=DeliveryStatus.FAILED.value,
-                status_rank=DeliveryStatus.FAILED.rank,
-                error=error,
-                updated_at=now,
-            )
-        )
+    await tx.executemany(
+        "UPDATE messages SET status = $2, status_rank = $3, error = $4, updated_at = $5 WHERE id = $1",
+        [
+            (message_id, DeliveryStatus.FAILED.value, DeliveryStatus.FAILED.rank, error, now)
+            for message_id, error in failed
+        ],
+    )

@@ -11,6 +11,7 @@ from warelay.crypto import SecretBox
 from warelay.domain import InboundMessage, TextContent, UserRef
 from warelay.inbox.store import (
     TURN,
+    Claimed,
     Delivery,
     Inbox,
     dead_letter_items,
@@ -18,6 +19,7 @@ from warelay.inbox.store import (
     promote_stranded,
 )
 from warelay.numbers import NumberFields, NumberInfo, NumberRegistry, ensure_tenant, upsert_number
+from warelay.storage.direct import Database, Tx
 from warelay.storage.models import WorkItem
 
 BOX = SecretBox(["q" * 32])
@@ -46,14 +48,25 @@ def _text(number: NumberInfo, wa_id: str, wamid: str, second: int) -> InboundMes
     )
 
 
+async def _ids(tx: Tx, claimed: list[Claimed]) -> list[int]:
+    return [c.message_id for c in claimed]
+
+
+async def _claim(inbox: Inbox, owner: str, limit: int = 10) -> list[Claimed]:
+    claimed, loaded = await inbox.claim(TURN, limit=limit, owner=owner, lease_seconds=30, load=_ids)
+    # The loader ran in the claiming transaction, over exactly the claimed items.
+    assert loaded == ([c.message_id for c in claimed] if claimed else None)
+    return claimed
+
+
 async def _states(engine: AsyncEngine) -> list[str]:
     async with engine.connect() as conn:
         return list((await conn.execute(select(WorkItem.state).order_by(WorkItem.id))).scalars())
 
 
-async def test_lane_runs_one_item_at_a_time_in_order(engine: AsyncEngine) -> None:
+async def test_lane_runs_one_item_at_a_time_in_order(engine: AsyncEngine, database: Database) -> None:
     number = await _number(engine)
-    inbox = Inbox(engine, conversation_expiry=timedelta(hours=24))
+    inbox = Inbox(database, conversation_expiry=timedelta(hours=24))
     msgs = [(number, _text(number, "111", f"w{i}", i)) for i in range(3)]
     other = [(number, _text(number, "222", "x0", 0))]
     (result,) = await inbox.store([Delivery(messages=msgs + other)])
@@ -62,25 +75,27 @@ async def test_lane_runs_one_item_at_a_time_in_order(engine: AsyncEngine) -> Non
     # Items are ordered by the users' timestamps: w0, x0, w1, w2; only lane heads are pending.
     assert await _states(engine) == ["pending", "pending", "waiting", "waiting"]
 
-    claimed = await inbox.claim(TURN, limit=10, owner="t", lease_seconds=30)
+    claimed = await _claim(inbox, "t", 10)
     assert len(claimed) == 2  # the two lane heads only
     first = next(c for c in claimed if c.conversation_id == result.stored[0][2])
-    assert await inbox.claim(TURN, limit=10, owner="t", lease_seconds=30) == []
+    assert await _claim(inbox, "t", 10) == []
 
-    async with engine.begin() as conn:
-        assert await finish_items(conn, [first]) == {first.id}
-    (nxt,) = await inbox.claim(TURN, limit=10, owner="t", lease_seconds=30)
+    assert await database.write(finish_items, [first]) == {first.id}
+    (nxt,) = await _claim(inbox, "t", 10)
     assert nxt.message_id == ids["w1"]
 
-    async with engine.begin() as conn:
-        assert await dead_letter_items(conn, [(nxt, {"message": "boom"})], datetime.now(UTC)) == {nxt.id}
-    (last,) = await inbox.claim(TURN, limit=10, owner="t", lease_seconds=30)
+    assert await database.write(dead_letter_items, [(nxt, {"message": "boom"})], datetime.now(UTC)) == {
+        nxt.id
+    }
+    (last,) = await _claim(inbox, "t", 10)
     assert last.message_id == ids["w2"]
 
 
-async def test_redelivery_in_one_batch_and_later_is_stored_once(engine: AsyncEngine) -> None:
+async def test_redelivery_in_one_batch_and_later_is_stored_once(
+    engine: AsyncEngine, database: Database
+) -> None:
     number = await _number(engine)
-    inbox = Inbox(engine, conversation_expiry=timedelta(hours=24))
+    inbox = Inbox(database, conversation_expiry=timedelta(hours=24))
     msg = (number, _text(number, "111", "dup", 0))
     results = await inbox.store([Delivery(messages=[msg]), Delivery(messages=[msg])])
     assert [len(r.stored) for r in results] == [1, 0]
@@ -91,27 +106,28 @@ async def test_redelivery_in_one_batch_and_later_is_stored_once(engine: AsyncEng
     assert await _states(engine) == ["pending"]
 
 
-async def test_expired_lease_is_claimed_again_and_fences_the_old_owner(engine: AsyncEngine) -> None:
+async def test_expired_lease_is_claimed_again_and_fences_the_old_owner(
+    engine: AsyncEngine, database: Database
+) -> None:
     number = await _number(engine)
-    inbox = Inbox(engine, conversation_expiry=timedelta(hours=24))
+    inbox = Inbox(database, conversation_expiry=timedelta(hours=24))
     await inbox.store([Delivery(messages=[(number, _text(number, "111", "w", 0))])])
-    (old,) = await inbox.claim(TURN, limit=1, owner="a", lease_seconds=30)
+    (old,) = await _claim(inbox, "a", 1)
     async with engine.begin() as conn:
         await conn.execute(update(WorkItem).values(leased_until=datetime.now(UTC) - timedelta(seconds=1)))
-    (new,) = await inbox.claim(TURN, limit=1, owner="b", lease_seconds=30)
+    (new,) = await _claim(inbox, "b", 1)
     assert new.id == old.id
     assert new.attempts == 2
-    async with engine.begin() as conn:
-        assert await finish_items(conn, [old]) == set()  # the lapsed lease cannot finish it
-        assert await finish_items(conn, [new]) == {new.id}
+    assert await database.write(finish_items, [old]) == set()  # the lapsed lease cannot finish it
+    assert await database.write(finish_items, [new]) == {new.id}
 
 
-async def test_stranded_lane_is_promoted(engine: AsyncEngine) -> None:
+async def test_stranded_lane_is_promoted(engine: AsyncEngine, database: Database) -> None:
     number = await _number(engine)
-    inbox = Inbox(engine, conversation_expiry=timedelta(hours=24))
+    inbox = Inbox(database, conversation_expiry=timedelta(hours=24))
     await inbox.store([Delivery(messages=[(number, _text(number, "111", f"w{i}", i)) for i in range(2)])])
     async with engine.begin() as conn:
         await conn.execute(update(WorkItem).where(WorkItem.state == "pending").values(state="dead"))
-        assert await promote_stranded(conn) == 1
-        assert await promote_stranded(conn) == 0
+    assert await database.write(promote_stranded) == 1
+    assert await database.write(promote_stranded) == 0
     assert await _states(engine) == ["dead", "pending"]
