@@ -2,9 +2,12 @@
 
 Where it sits: agents receive a :class:`warelay.agents.base.Retriever` in their ``AgentDeps``; this
 is the one backed by the database. The knowledge agent answers from the best passage when its
-confidence clears a threshold; the LLM agent puts the passages in its prompt.
+confidence clears a threshold; the LLM agent puts the passages in its prompt. It is on the message
+path, so it talks to the database through :mod:`warelay.storage.direct` (plain ``sqlite3`` in a
+database thread, ``asyncpg`` on PostgreSQL), not through SQLAlchemy.
 
-How a question is answered (one statement in the steady state):
+How a question is answered (one read transaction in the steady state, holding one statement; two
+on PostgreSQL for agents searched through the GIN index, the first a ``SET LOCAL``):
 
 1. the question is language-detected, tokenised and stemmed exactly as passages were
    (:func:`warelay.knowledge.text.query_groups`): one *group* of alternative terms per word;
@@ -24,27 +27,37 @@ How a question is answered (one statement in the steady state):
    computed here (term frequency, passage length), so both engines return the same order.
 
 The document frequencies behind the weights are computed once per (tenant, agent) and kept in
-memory; the search statement also returns a cheap version of the agent's documents (count, passage
-total, newest change), so every process notices a change on its next question and reloads.
+memory; a scope's first question loads them in the same transaction as its candidates. The search
+statement also returns a cheap version of the agent's documents (count, passage total, newest
+change), so every process notices a change on its next question and reloads (once per process,
+under the scope's lock, in a transaction of its own).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
-
-from sqlalchemy import Row, TextClause, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, TypeVar
 
 from warelay.agents.base import Passage
 from warelay.knowledge.text import query_groups
+from warelay.storage.direct import Database, Row, Tx, TxFunction, sqlite_sql
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy import Table
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger("warelay.knowledge")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # A pasted paragraph is not a question; its first words say enough to find candidates.
 MAX_QUERY_GROUPS: Final = 24
@@ -53,33 +66,39 @@ MATCH_BUDGET: Final = 1000
 
 # Each statement carries the version of the agent's documents (count, passages, newest change):
 # the cheap aggregate over a handful of rows that tells whether cached term statistics still hold.
+# Columns of the search statements: the passage (see _Hit), then the version.
+_VERSION_COLUMNS: Final = slice(6, 10)
 
 # SQLite's CROSS JOIN keeps the written join order: the FTS5 match must drive the query (left to
 # itself the planner walks the agent's passages and runs the MATCH once per passage: seconds).
 # The inner query ranks narrow rows (scope columns only); the outer one reads the winners' text.
-_SQLITE_SEARCH = text(
-    """
+# Written in SQLite's own form (?n parameters, no casts), which storage.direct's translation of
+# the PostgreSQL form leaves exactly as it is; the MATCH expression is a bound parameter, so no
+# query syntax typed in a question ever reaches the statement's text.
+# Parameters: ?1 tenant, ?2 agent, ?3 FTS5 match expression, ?4 candidates.
+_SQLITE_SEARCH: Final = """
     SELECT p.id, p.title, p.content, p.answer, p.search_text, d.name AS document,
            v.docs, v.passages, v.max_id, v.changed
     FROM (
         SELECT knowledge_fts.rowid AS id, bm25(knowledge_fts) AS rank
         FROM knowledge_fts
         CROSS JOIN knowledge_passages AS s ON s.id = knowledge_fts.rowid
-        WHERE knowledge_fts MATCH :match AND s.tenant_id = :tenant AND s.agent_id = :agent
+        WHERE knowledge_fts MATCH ?3 AND s.tenant_id = ?1 AND s.agent_id = ?2
         ORDER BY rank
-        LIMIT :candidates
+        LIMIT ?4
     ) AS hit
     CROSS JOIN knowledge_passages AS p ON p.id = hit.id
     CROSS JOIN knowledge_documents AS d ON d.id = p.document_id
     CROSS JOIN (
         SELECT count(*) AS docs, coalesce(sum(passages), 0) AS passages, max(id) AS max_id,
                max(created_at) AS changed
-        FROM knowledge_documents WHERE tenant_id = :tenant AND agent_id = :agent
+        FROM knowledge_documents WHERE tenant_id = ?1 AND agent_id = ?2
     ) AS v
-    """
-)
+"""
 
-_POSTGRES_SEARCH = """
+# Parameters: $1 tenant, $2 agent, $3 candidates, $4 the tsquery (GIN variant only), then per
+# word group its terms and its weight (see _postgres_sql and _postgres_terms).
+_POSTGRES_SEARCH: Final = """
     SELECT p.id, p.title, p.content, p.answer, p.search_text, d.name AS document,
            v.docs, v.passages, v.max_id, v.changed
     FROM (
@@ -96,67 +115,73 @@ _POSTGRES_SEARCH = """
         ) AS scored
         WHERE score > 0
         ORDER BY score DESC, size, id
-        LIMIT :candidates
+        LIMIT $3
     ) AS hit
     JOIN knowledge_passages AS p ON p.id = hit.id
     JOIN knowledge_documents AS d ON d.id = p.document_id
     CROSS JOIN (
         SELECT count(*) AS docs, coalesce(sum(passages), 0) AS passages, max(id) AS max_id,
                max(created_at) AS changed
-        FROM knowledge_documents WHERE tenant_id = :tenant AND agent_id = :agent
+        FROM knowledge_documents WHERE tenant_id = $1 AND agent_id = $2
     ) AS v
 """
 # Small scopes: the (tenant_id, agent_id) index and a strpos test per passage.
-_POSTGRES_SCAN_WHERE = "s.tenant_id = :tenant AND s.agent_id = :agent"
+_POSTGRES_SCAN_WHERE: Final = "s.tenant_id = $1 AND s.agent_id = $2"
 # Large scopes: the GIN index of migration 0001. The tsvector expression must be written exactly
 # as indexed (a literal 'simple' config) for the planner to match it; "+ 0" keeps the planner from
 # choosing the scope index instead, which would re-parse every passage of the agent (~70 µs each).
-_POSTGRES_INDEX_WHERE = (
-    "s.tenant_id + 0 = :tenant AND s.agent_id + 0 = :agent "
-    "AND to_tsvector('simple', s.search_text) @@ to_tsquery('simple', :match)"
+_POSTGRES_INDEX_WHERE: Final = (
+    "s.tenant_id + 0 = $1 AND s.agent_id + 0 = $2 "
+    "AND to_tsvector('simple', s.search_text) @@ to_tsquery('simple', $4)"
 )
+_POSTGRES_NO_SEQSCAN: Final = "SET LOCAL enable_seqscan = off"  # see _postgres_candidates
 # Up to this many passages an agent is scanned rather than searched through the GIN index.
 POSTGRES_SCAN_PASSAGES: Final = 1000
 
 
-def _postgres_search(
-    groups: Sequence[tuple[str, ...]], weights: Sequence[float], *, indexed: bool
-) -> tuple[TextClause, dict[str, Any]]:
-    """The PostgreSQL candidate statement for these word groups, and its term and weight parameters."""
-    params: dict[str, Any] = {}
+@functools.lru_cache(maxsize=512)
+def _postgres_sql(shape: tuple[int, ...], *, indexed: bool) -> str:
+    """The PostgreSQL candidate statement for word groups of these sizes (terms per group).
+
+    Each group scores its weight when the padded text holds one of its terms (padded with spaces
+    too, see :func:`_postgres_terms`).
+    """
+    n = 5 if indexed else 4  # the first term's parameter
     cases = []
-    for i, (group, weight) in enumerate(zip(groups, weights, strict=True)):
-        tests = []
-        for j, term in enumerate(group):
-            params[f"t{i}_{j}"] = f" {term} "
-            tests.append(f"strpos(s.padded, :t{i}_{j}) > 0")
-        params[f"w{i}"] = weight
-        cases.append(f"CASE WHEN {' OR '.join(tests)} THEN CAST(:w{i} AS float8) ELSE 0 END")
-    # Only generated parameter names are put into the SQL; every value is a bound parameter.
-    sql = _POSTGRES_SEARCH.format(
+    for size in shape:
+        tests = " OR ".join(f"strpos(s.padded, ${n + j}) > 0" for j in range(size))
+        cases.append(f"CASE WHEN {tests} THEN CAST(${n + size} AS float8) ELSE 0 END")
+        n += size + 1
+    # Only generated parameter numbers are put into the SQL; every value is a bound parameter.
+    return _POSTGRES_SEARCH.format(
         score=" + ".join(cases), where=_POSTGRES_INDEX_WHERE if indexed else _POSTGRES_SCAN_WHERE
     )
-    return text(sql), params
 
 
-_STATS = text(
-    """
+def _postgres_terms(groups: Sequence[tuple[str, ...]], weights: Sequence[float]) -> list[Any]:
+    """The term and weight parameters of :func:`_postgres_sql`, in its order."""
+    params: list[Any] = []
+    for group, weight in zip(groups, weights, strict=True):
+        params.extend(f" {term} " for term in group)
+        params.append(weight)
+    return params
+
+
+# Parameters of both: $1 tenant, $2 agent.
+_STATS: Final = """
     SELECT p.search_text, v.docs, v.passages, v.max_id, v.changed
     FROM knowledge_passages AS p CROSS JOIN (
         SELECT count(*) AS docs, coalesce(sum(passages), 0) AS passages, max(id) AS max_id,
                max(created_at) AS changed
-        FROM knowledge_documents WHERE tenant_id = :tenant AND agent_id = :agent
+        FROM knowledge_documents WHERE tenant_id = $1 AND agent_id = $2
     ) AS v
-    WHERE p.tenant_id = :tenant AND p.agent_id = :agent
-    """
-)
-_STATS_VERSION = text(
-    """
+    WHERE p.tenant_id = $1 AND p.agent_id = $2
+"""
+_STATS_VERSION: Final = """
     SELECT count(*) AS docs, coalesce(sum(passages), 0) AS passages, max(id) AS max_id,
            max(created_at) AS changed
-    FROM knowledge_documents WHERE tenant_id = :tenant AND agent_id = :agent
-    """
-)
+    FROM knowledge_documents WHERE tenant_id = $1 AND agent_id = $2
+"""
 
 
 def fts5_query(groups: Sequence[Sequence[str]], *, all_of: bool = False) -> str:
@@ -291,12 +316,126 @@ class _ScopeStats:
         return [idf(max(self.document_frequency.get(t, 0) for t in group), total) for group in groups]
 
 
+class _Hit(NamedTuple):
+    """A candidate passage (the first columns of the search statements)."""
+
+    id: int
+    title: str | None
+    content: str
+    answer: str | None
+    search_text: str
+    document: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What one question's transaction found: the statistics it used, candidates, their version."""
+
+    stats: _ScopeStats
+    hits: list[_Hit]
+    version: tuple[Any, ...] | None  # None when there are no candidates
+
+
+# The transaction functions below run, on SQLite, whole in a database thread (see
+# warelay.storage.direct): they await nothing but ``tx`` and touch no shared state; the caches
+# and locks stay with DatabaseRetriever, on the event loop.
+
+
+async def _find(
+    tx: Tx,
+    tenant_id: int,
+    agent_id: int,
+    groups: Sequence[tuple[str, ...]],
+    stats: _ScopeStats | None,
+    candidates: int,
+) -> _Found:
+    """One question's transaction: the scope's statistics (unless given), then its candidates."""
+    if stats is None:
+        stats = await _load_stats(tx, tenant_id, agent_id)
+    if tx.postgres:
+        rows = await _postgres_candidates(tx, tenant_id, agent_id, groups, stats, candidates)
+    else:
+        rows = await _sqlite_candidates(tx, tenant_id, agent_id, groups, stats, candidates)
+    if not rows:
+        return _Found(stats, [], None)
+    hits = [_Hit(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    return _Found(stats, hits, tuple(rows[0][_VERSION_COLUMNS]))
+
+
+async def _sqlite_candidates(
+    tx: Tx,
+    tenant_id: int,
+    agent_id: int,
+    groups: Sequence[tuple[str, ...]],
+    stats: _ScopeStats,
+    candidates: int,
+) -> list[Row]:
+    rows: list[Row] = []
+    for plan in plan_match(groups, stats.document_frequency, stats.passages):
+        match = fts5_query(plan.groups, all_of=plan.all_of)
+        rows = await tx.fetch(_SQLITE_SEARCH, tenant_id, agent_id, match, candidates)
+        if rows:
+            break
+    return rows
+
+
+async def _postgres_candidates(
+    tx: Tx,
+    tenant_id: int,
+    agent_id: int,
+    groups: Sequence[tuple[str, ...]],
+    stats: _ScopeStats,
+    candidates: int,
+) -> list[Row]:
+    # Candidates are ranked by the question's weighted coverage, every word counted.
+    terms = _postgres_terms(groups, stats.weights(groups))
+    shape = tuple(len(group) for group in groups)
+    if stats.passages <= POSTGRES_SCAN_PASSAGES:
+        return await tx.fetch(_postgres_sql(shape, indexed=False), tenant_id, agent_id, candidates, *terms)
+    statement = _postgres_sql(shape, indexed=True)
+    # The planner underrates to_tsvector's cost and picks a sequential scan, parsing every passage
+    # of every tenant, once the match looks unselective; this transaction only reads.
+    await tx.execute(_POSTGRES_NO_SEQSCAN)
+    rows: list[Row] = []
+    for plan in plan_match(groups, stats.document_frequency, stats.passages):
+        match = tsquery(plan.groups, all_of=plan.all_of)
+        rows = await tx.fetch(statement, tenant_id, agent_id, candidates, match, *terms)
+        if rows:
+            break
+    return rows
+
+
+async def _load_stats(tx: Tx, tenant_id: int, agent_id: int) -> _ScopeStats:
+    """Count, for every term of the agent's passages, how many passages contain it."""
+    frequency: Counter[str] = Counter()
+    version: tuple[Any, ...] | None = None
+    passages = 0
+    length = 0
+    for row in await tx.fetch(_STATS, tenant_id, agent_id):
+        version = (row[1], row[2], row[3], row[4])
+        terms = row[0].split()
+        frequency.update(set(terms))
+        length += len(terms)
+        passages += 1
+    if version is None:
+        v = await tx.fetchrow(_STATS_VERSION, tenant_id, agent_id)
+        assert v is not None  # an aggregate without GROUP BY always has its row
+        version = (v[0], v[1], v[2], v[3])
+    log.debug("knowledge stats loaded for tenant %s agent %s: %s passages", tenant_id, agent_id, passages)
+    return _ScopeStats(
+        version=version,
+        passages=passages,
+        average_length=length / passages if passages else 1.0,
+        document_frequency=dict(frequency),
+    )
+
+
 class DatabaseRetriever:
     """The :class:`~warelay.agents.base.Retriever` over the knowledge tables (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: AsyncEngine, *, candidates: int = 32, cached_scopes: int = 256) -> None:
-        self._engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
+    def __init__(self, db: Database | AsyncEngine, *, candidates: int = 32, cached_scopes: int = 256) -> None:
+        # Transitional: an AsyncEngine (what warelay.runtime still passes) is wrapped; see _EngineDatabase.
+        self._db: Database | _EngineDatabase = db if isinstance(db, Database) else _EngineDatabase(db)
         self._candidates = candidates
         self._cached_scopes = cached_scopes
         self._stats: OrderedDict[tuple[int, int], _ScopeStats] = OrderedDict()
@@ -313,37 +452,37 @@ class DatabaseRetriever:
         if not groups:
             return []
         key = (tenant_id, agent_id)
-        async with self._engine.connect() as conn:
-            stats = self._stats.get(key)
-            if stats is None:
-                stats = await self._refresh_stats(conn, key, None)
-            candidates = max(self._candidates, limit)
-            if self._postgres:
-                rows = await self._postgres_candidates(conn, tenant_id, agent_id, groups, stats, candidates)
-            else:
-                rows = await self._sqlite_candidates(conn, tenant_id, agent_id, groups, stats, candidates)
-            if not rows:
-                return []
-            version = (rows[0].docs, rows[0].passages, rows[0].max_id, rows[0].changed)
-            if version != stats.version:
-                stats = await self._refresh_stats(conn, key, version)
+        candidates = max(self._candidates, limit)
+        stats = self._stats.get(key)
+        if stats is None:
+            found = await self._first_search(key, groups, candidates)
+        else:
+            found = await self._db.read(_find, tenant_id, agent_id, groups, stats, candidates)
+        if not found.hits:
+            return []
+        stats = found.stats
+        if found.version != stats.version:
+            stats = await self._refresh_stats(key, found.version)
         if key in self._stats:  # another search may have evicted it meanwhile
             self._stats.move_to_end(key)
         weights = stats.weights(groups)
         scored = sorted(
-            ((*score_passage(groups, weights, row.search_text, stats.average_length), row) for row in rows),
+            (
+                (*score_passage(groups, weights, hit.search_text, stats.average_length), hit)
+                for hit in found.hits
+            ),
             key=lambda item: (-item[0], -item[1], item[2].id),
         )
         results = [
             Passage(
-                id=int(row.id),
-                document=row.document,
-                title=row.title,
-                content=row.content,
-                answer=row.answer,
+                id=int(hit.id),
+                document=hit.document,
+                title=hit.title,
+                content=hit.content,
+                answer=hit.answer,
                 score=round(score, 4),
             )
-            for score, _bm25, row in scored[:limit]
+            for score, _bm25, hit in scored[:limit]
         ]
         log.debug(
             "knowledge search tenant=%s agent=%s language=%s groups=%s best=%s",
@@ -355,93 +494,104 @@ class DatabaseRetriever:
         )
         return results
 
-    async def _sqlite_candidates(
-        self,
-        conn: AsyncConnection,
-        tenant_id: int,
-        agent_id: int,
-        groups: Sequence[tuple[str, ...]],
-        stats: _ScopeStats,
-        candidates: int,
-    ) -> Sequence[Row[Any]]:
-        rows: Sequence[Row[Any]] = ()
-        for plan in plan_match(groups, stats.document_frequency, stats.passages):
-            params = {
-                "tenant": tenant_id,
-                "agent": agent_id,
-                "match": fts5_query(plan.groups, all_of=plan.all_of),
-                "candidates": candidates,
-            }
-            rows = (await conn.execute(_SQLITE_SEARCH, params)).all()
-            if rows:
-                break
-        return rows
+    async def _first_search(
+        self, key: tuple[int, int], groups: Sequence[tuple[str, ...]], candidates: int
+    ) -> _Found:
+        """A question for a scope without cached statistics: they load in the same transaction.
 
-    async def _postgres_candidates(
-        self,
-        conn: AsyncConnection,
-        tenant_id: int,
-        agent_id: int,
-        groups: Sequence[tuple[str, ...]],
-        stats: _ScopeStats,
-        candidates: int,
-    ) -> Sequence[Row[Any]]:
-        # Candidates are ranked by the question's weighted coverage, every word counted.
-        weights = stats.weights(groups)
-        base = {"tenant": tenant_id, "agent": agent_id, "candidates": candidates}
-        if stats.passages <= POSTGRES_SCAN_PASSAGES:
-            statement, params = _postgres_search(groups, weights, indexed=False)
-            return (await conn.execute(statement, {**base, **params})).all()
-        statement, params = _postgres_search(groups, weights, indexed=True)
-        # The planner underrates to_tsvector's cost and picks a sequential scan, parsing every
-        # passage of every tenant, once the match looks unselective; this transaction only reads.
-        await conn.execute(text("SET LOCAL enable_seqscan = off"))
-        rows: Sequence[Row[Any]] = ()
-        for plan in plan_match(groups, stats.document_frequency, stats.passages):
-            match = tsquery(plan.groups, all_of=plan.all_of)
-            rows = (await conn.execute(statement, {**base, **params, "match": match})).all()
-            if rows:
-                break
-        return rows
+        The scope's lock makes concurrent first questions load them once. It is held across the
+        transaction, which is safe: it is only ever awaited before a transaction starts, so its
+        waiters hold no connection or database thread that the holder could need.
+        """
+        async with self._lock(key):
+            stats = self._stats.get(key)
+            if stats is None:
+                found = await self._db.read(_find, *key, groups, None, candidates)
+                self._remember(key, found.stats)
+                return found
+        return await self._db.read(_find, *key, groups, stats, candidates)
 
-    async def _refresh_stats(
-        self, conn: AsyncConnection, key: tuple[int, int], version: tuple[Any, ...] | None
-    ) -> _ScopeStats:
+    async def _refresh_stats(self, key: tuple[int, int], version: tuple[Any, ...] | None) -> _ScopeStats:
         """Load a scope's statistics unless another search just did (``version`` None: any version)."""
+        async with self._lock(key):
+            stats = self._stats.get(key)
+            if stats is None or (version is not None and stats.version != version):
+                stats = await self._db.read(_load_stats, *key)
+                self._remember(key, stats)
+        return stats
+
+    def _lock(self, key: tuple[int, int]) -> asyncio.Lock:
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
-        async with lock:
-            stats = self._stats.get(key)
-            if stats is None or (version is not None and stats.version != version):
-                stats = await self._load_stats(conn, *key)
-                self._stats[key] = stats
-                self._stats.move_to_end(key)
-                while len(self._stats) > self._cached_scopes:
-                    evicted, _ = self._stats.popitem(last=False)
-                    self._locks.pop(evicted, None)
-        return stats
+        return lock
 
-    async def _load_stats(self, conn: AsyncConnection, tenant_id: int, agent_id: int) -> _ScopeStats:
-        """Count, for every term of the agent's passages, how many passages contain it."""
-        params = {"tenant": tenant_id, "agent": agent_id}
-        frequency: Counter[str] = Counter()
-        version: tuple[Any, ...] | None = None
-        passages = 0
-        length = 0
-        for row in await conn.execute(_STATS, params):
-            version = (row.docs, row.passages, row.max_id, row.changed)
-            terms = row.search_text.split()
-            frequency.update(set(terms))
-            length += len(terms)
-            passages += 1
-        if version is None:
-            v = (await conn.execute(_STATS_VERSION, params)).one()
-            version = (v.docs, v.passages, v.max_id, v.changed)
-        log.debug("knowledge stats loaded for tenant %s agent %s: %s passages", tenant_id, agent_id, passages)
-        return _ScopeStats(
-            version=version,
-            passages=passages,
-            average_length=length / passages if passages else 1.0,
-            document_frequency=dict(frequency),
-        )
+    def _remember(self, key: tuple[int, int], stats: _ScopeStats) -> None:
+        self._stats[key] = stats
+        self._stats.move_to_end(key)
+        while len(self._stats) > self._cached_scopes:
+            evicted, _ = self._stats.popitem(last=False)
+            self._locks.pop(evicted, None)
+
+
+# ------------------------------------------------------------------------------ transitional
+# Until warelay.runtime hands the retriever a Database (it still passes its read-only AsyncEngine),
+# the same transaction functions run over the engine's connections: same statements, at
+# SQLAlchemy's per-statement cost. Remove both classes, and AsyncEngine from
+# DatabaseRetriever.__init__, once nothing passes an engine.
+
+
+class _EngineDatabase:
+    """``Database.read`` over an SQLAlchemy engine (transitional, see above)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def read(self, fn: TxFunction[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(tx, …)`` on one of the engine's connections, in its transaction."""
+        async with self._engine.connect() as conn:
+            return await fn(_EngineTx(conn), *args, **kwargs)
+
+
+class _EngineTx(Tx):
+    """Reads on an SQLAlchemy connection, in the dialect of :mod:`warelay.storage.direct`."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
+
+    async def fetch(self, query: str, *args: Any) -> list[Row]:
+        """All rows of a query."""
+        sql = query if self.postgres else sqlite_sql(query)
+        return list((await self.conn.exec_driver_sql(sql, args)).all())
+
+    async def execute(self, query: str, *args: Any) -> int:
+        """Run a statement; the number of rows it changed."""
+        sql = query if self.postgres else sqlite_sql(query)
+        return (await self.conn.exec_driver_sql(sql, args)).rowcount
+
+    async def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Not needed by the retriever."""
+        raise NotImplementedError
+
+    async def insert_many(
+        self,
+        table: Table,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        suffix: str = "",
+        returning: str = "",
+    ) -> list[Row]:
+        """Not needed by the retriever."""
+        raise NotImplementedError
+
+    @staticmethod
+    def time(value: Any) -> datetime:
+        """Not needed by the retriever."""
+        raise NotImplementedError
+
+    @staticmethod
+    def json(value: Any) -> Any:
+        """Not needed by the retriever."""
+        raise NotImplementedError

@@ -57,6 +57,7 @@ from warelay.domain import (
 from warelay.errors import AgentError
 from warelay.knowledge.ingest import add_folder
 from warelay.knowledge.search import DatabaseRetriever
+from warelay.storage.direct import Database
 from warelay.storage.models import Agent, Tenant
 
 _ids = itertools.count(1)
@@ -359,7 +360,7 @@ async def test_scope_falls_back_to_the_turns_agent() -> None:
 # ---------------------------------------------------------------------- the demo, both engines
 
 
-async def _demo_agent(engine: AsyncEngine) -> KnowledgeAgent:
+async def _demo_agent(engine: AsyncEngine, database: Database) -> KnowledgeAgent:
     async with engine.begin() as conn:
         tenant_id = (
             await conn.execute(insert(Tenant).values(subdomain="demo").returning(Tenant.id))
@@ -373,7 +374,7 @@ async def _demo_agent(engine: AsyncEngine) -> KnowledgeAgent:
         ).scalar_one()
     folder = Path(warelay.demo.__file__).parent / "knowledge"
     await add_folder(engine, tenant_id=tenant_id, agent_id=agent_id, folder=folder)
-    return make_agent(DatabaseRetriever(engine), agent_id=agent_id, tenant_id=tenant_id)
+    return make_agent(DatabaseRetriever(database), agent_id=agent_id, tenant_id=tenant_id)
 
 
 @pytest.mark.parametrize(
@@ -387,9 +388,9 @@ async def _demo_agent(engine: AsyncEngine) -> KnowledgeAgent:
     ],
 )
 async def test_demo_agent_answers_from_the_knowledge(
-    engine: AsyncEngine, question: str, expected_start: str
+    engine: AsyncEngine, database: Database, question: str, expected_start: str
 ) -> None:
-    agent = await _demo_agent(engine)
+    agent = await _demo_agent(engine, database)
     reply = await agent.respond(text_turn(question, tenant_id=agent.spec.tenant_id, agent_id=agent.spec.id))
     assert body(reply).startswith(expected_start)
     assert reply.notes["confidence"] >= DEFAULT_MIN_CONFIDENCE
@@ -406,8 +407,10 @@ async def test_demo_agent_answers_from_the_knowledge(
         ("can I pay my electricity bill here?", "english"),
     ],
 )
-async def test_demo_agent_does_not_make_things_up(engine: AsyncEngine, question: str, language: str) -> None:
-    agent = await _demo_agent(engine)
+async def test_demo_agent_does_not_make_things_up(
+    engine: AsyncEngine, database: Database, question: str, language: str
+) -> None:
+    agent = await _demo_agent(engine, database)
     reply = await agent.respond(text_turn(question, tenant_id=agent.spec.tenant_id, agent_id=agent.spec.id))
     assert body(reply) == DEFAULT_UNKNOWN[language]
     assert reply.notes["passages"] == []

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import math
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import warelay.demo
@@ -19,6 +20,7 @@ from warelay.agents.base import Retriever
 from warelay.agents.knowledge import DEFAULT_MIN_CONFIDENCE
 from warelay.knowledge.ingest import add_document, add_folder, remove_document
 from warelay.knowledge.search import (
+    _SQLITE_SEARCH,
     MATCH_BUDGET,
     DatabaseRetriever,
     MatchPlan,
@@ -29,6 +31,8 @@ from warelay.knowledge.search import (
     tsquery,
 )
 from warelay.numbers import ensure_agent
+from warelay.storage.db import read_only
+from warelay.storage.direct import Database, Tx, sqlite_sql
 
 DEMO_KNOWLEDGE = Path(warelay.demo.__file__).parent / "knowledge"
 
@@ -91,10 +95,10 @@ def test_plan_match_leaves_common_words_to_scoring_in_large_knowledge() -> None:
 # ------------------------------------------------------------------------------------ the engines
 
 
-async def test_search_scores_the_same_on_every_engine(engine: AsyncEngine) -> None:
+async def test_search_scores_the_same_on_every_engine(engine: AsyncEngine, database: Database) -> None:
     tenant_id, agent_id = await make_agent(engine, "shop")
     await add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name="faq.csv", data=FAQ)
-    retriever = DatabaseRetriever(engine)
+    retriever = DatabaseRetriever(database)
     results = await retriever.search(
         tenant_id=tenant_id, agent_id=agent_id, query="Do you have tea and cake?"
     )
@@ -116,10 +120,12 @@ async def test_search_scores_the_same_on_every_engine(engine: AsyncEngine) -> No
 
 
 @pytest.mark.parametrize("query", ["", "   ", "the and of", "¿qué es?", "apa itu", "👍👍", "?!"])
-async def test_empty_or_stopword_queries_find_nothing(engine: AsyncEngine, query: str) -> None:
+async def test_empty_or_stopword_queries_find_nothing(
+    engine: AsyncEngine, database: Database, query: str
+) -> None:
     tenant_id, agent_id = await make_agent(engine, "shop")
     await add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name="faq.csv", data=FAQ)
-    assert await DatabaseRetriever(engine).search(tenant_id=tenant_id, agent_id=agent_id, query=query) == []
+    assert await DatabaseRetriever(database).search(tenant_id=tenant_id, agent_id=agent_id, query=query) == []
 
 
 @pytest.mark.parametrize(
@@ -134,30 +140,106 @@ async def test_empty_or_stopword_queries_find_nothing(engine: AsyncEngine, query
         "it's \\ 'x'",
     ],
 )
-async def test_query_syntax_in_questions_is_harmless(engine: AsyncEngine, query: str) -> None:
+async def test_query_syntax_in_questions_is_harmless(
+    engine: AsyncEngine, database: Database, query: str
+) -> None:
     tenant_id, agent_id = await make_agent(engine, "shop")
     await add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name="faq.csv", data=FAQ)
-    results = await DatabaseRetriever(engine).search(tenant_id=tenant_id, agent_id=agent_id, query=query)
+    results = await DatabaseRetriever(database).search(tenant_id=tenant_id, agent_id=agent_id, query=query)
     assert all(0.0 <= p.score <= 1.0 for p in results)
 
 
-async def test_quoted_terms_reach_the_engine_verbatim(engine: AsyncEngine) -> None:
+async def test_quoted_terms_reach_the_engine_verbatim(engine: AsyncEngine, database: Database) -> None:
     tenant_id, agent_id = await make_agent(engine, "shop")
     await add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name="faq.csv", data=FAQ)
-    nasty = [('x"y', "OR", "NEAR"), ("it's", "back\\slash", "a:b", "*")]
-    async with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            sql, match = "SELECT count(*) FROM knowledge_fts WHERE knowledge_fts MATCH :q", fts5_query(nasty)
-        else:
+    nasty = [('x"y', "OR", "NEAR"), ("it's", "back\\slash", "a:b", "*"), ("$1", "::int", "?2")]
+
+    async def count(tx: Tx) -> int:
+        if tx.postgres:
             sql = (
                 "SELECT count(*) FROM knowledge_passages "
-                "WHERE to_tsvector('simple', search_text) @@ to_tsquery('simple', :q)"
+                "WHERE to_tsvector('simple', search_text) @@ to_tsquery('simple', $1)"
             )
-            match = tsquery(nasty)
-        assert (await conn.execute(text(sql), {"q": match})).scalar_one() == 0
+            row = await tx.fetchrow(sql, tsquery(nasty))
+        else:
+            row = await tx.fetchrow(
+                "SELECT count(*) FROM knowledge_fts WHERE knowledge_fts MATCH ?1", fts5_query(nasty)
+            )
+        assert row is not None
+        return int(row[0])
+
+    assert await database.read(count) == 0
 
 
-async def test_other_tenants_and_agents_are_never_returned(engine: AsyncEngine) -> None:
+def test_the_sqlite_statement_is_left_alone_by_the_translation() -> None:
+    # Written in SQLite's own form: storage.direct's PostgreSQL-to-SQLite translation is a no-op.
+    assert sqlite_sql(_SQLITE_SEARCH) == _SQLITE_SEARCH
+    assert "$" not in _SQLITE_SEARCH
+    assert "::" not in _SQLITE_SEARCH
+
+
+def _count_transactions(database: Database, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the name of every transaction function ``database`` runs (``_find+stats`` when it loads)."""
+    seen: list[str] = []
+    read = database.read
+
+    async def counting(fn: Any, *args: Any) -> Any:
+        name = fn.__name__
+        if name == "_find" and args[3] is None:
+            name += "+stats"
+        seen.append(name)
+        return await read(fn, *args)
+
+    monkeypatch.setattr(database, "read", counting)
+    return seen
+
+
+async def test_one_transaction_per_question(
+    engine: AsyncEngine, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant_id, agent_id = await make_agent(engine, "shop")
+    await add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name="faq.csv", data=FAQ)
+    seen = _count_transactions(database, monkeypatch)
+    retriever = DatabaseRetriever(database)
+    # Concurrent first questions: one loads the statistics with its candidates, the others wait for them.
+    first = await asyncio.gather(
+        *(retriever.search(tenant_id=tenant_id, agent_id=agent_id, query="tea") for _ in range(5))
+    )
+    assert all(r == first[0] for r in first)
+    assert sorted(seen) == ["_find"] * 4 + ["_find+stats"]
+    seen.clear()
+    for query in ("tea", "cake wifi", "zebra"):
+        await retriever.search(tenant_id=tenant_id, agent_id=agent_id, query=query)
+    assert seen == ["_find"] * 3
+    # A change: the next question notices it and the statistics reload once, in their own transaction.
+    await add_document(
+        engine, tenant_id=tenant_id, agent_id=agent_id, name="more.csv", data=b"q,a\nMatcha tea?,Yes.\n"
+    )
+    seen.clear()
+    await asyncio.gather(
+        *(retriever.search(tenant_id=tenant_id, agent_id=agent_id, query="matcha tea") for _ in range(3))
+    )
+    assert seen.count("_load_stats") == 1
+    assert seen.count("_find") == 3
+    seen.clear()
+    results = await retriever.search(tenant_id=tenant_id, agent_id=agent_id, query="matcha tea", limit=1)
+    assert seen == ["_find"]
+    assert [(p.title, p.score) for p in results] == [("Matcha tea?", 1.0)]
+
+
+async def test_an_engine_still_works_until_the_runtime_passes_a_database(
+    engine: AsyncEngine, database: Database
+) -> None:
+    # Transitional (see knowledge.search._EngineDatabase): the same statements over SQLAlchemy.
+    tenant_id, agent_id = await make_agent(engine, "shop")
+    await add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name="faq.csv", data=FAQ)
+    direct, legacy = DatabaseRetriever(database), DatabaseRetriever(read_only(engine))
+    for query in ("Do you have tea and cake?", "tea pie", "wifi", "zebra"):
+        expected = await direct.search(tenant_id=tenant_id, agent_id=agent_id, query=query)
+        assert await legacy.search(tenant_id=tenant_id, agent_id=agent_id, query=query) == expected
+
+
+async def test_other_tenants_and_agents_are_never_returned(engine: AsyncEngine, database: Database) -> None:
     t1, a1 = await make_agent(engine, "one")
     t2, a2 = await make_agent(engine, "two")
     a1b = await ensure_agent(engine, tenant_id=t1, name="second", kind="knowledge")
@@ -168,7 +250,7 @@ async def test_other_tenants_and_agents_are_never_returned(engine: AsyncEngine) 
             engine, tenant_id=t2, agent_id=a2, name="other.csv", data=b"q,a\nMatcha?,Only matcha here.\n"
         ),
     }
-    retriever = DatabaseRetriever(engine)
+    retriever = DatabaseRetriever(database)
     for (tenant_id, agent_id), doc in docs.items():
         results = await retriever.search(tenant_id=tenant_id, agent_id=agent_id, query="tea cake wifi matcha")
         assert results
@@ -186,9 +268,11 @@ async def test_other_tenants_and_agents_are_never_returned(engine: AsyncEngine) 
     assert await retriever.search(tenant_id=t2, agent_id=a1, query="tea") == []
 
 
-async def test_changes_to_knowledge_show_up_in_the_next_search(engine: AsyncEngine) -> None:
+async def test_changes_to_knowledge_show_up_in_the_next_search(
+    engine: AsyncEngine, database: Database
+) -> None:
     tenant_id, agent_id = await make_agent(engine, "shop")
-    retriever = DatabaseRetriever(engine)
+    retriever = DatabaseRetriever(database)
     assert await retriever.search(tenant_id=tenant_id, agent_id=agent_id, query="tea") == []
     await add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name="faq.csv", data=FAQ)
     before = await retriever.search(tenant_id=tenant_id, agent_id=agent_id, query="matcha tea", limit=1)
@@ -207,10 +291,10 @@ async def test_changes_to_knowledge_show_up_in_the_next_search(engine: AsyncEngi
     assert await retriever.search(tenant_id=tenant_id, agent_id=agent_id, query="matcha tea") == []
 
 
-async def test_limit(engine: AsyncEngine) -> None:
+async def test_limit(engine: AsyncEngine, database: Database) -> None:
     tenant_id, agent_id = await make_agent(engine, "shop")
     await add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name="faq.csv", data=FAQ)
-    retriever = DatabaseRetriever(engine)
+    retriever = DatabaseRetriever(database)
     assert (
         len(await retriever.search(tenant_id=tenant_id, agent_id=agent_id, query="sell tea cake", limit=2))
         == 2
@@ -291,10 +375,12 @@ OUT_OF_SCOPE = [
 ]
 
 
-async def test_demo_faq_paraphrases_find_the_right_answer_first(engine: AsyncEngine) -> None:
+async def test_demo_faq_paraphrases_find_the_right_answer_first(
+    engine: AsyncEngine, database: Database
+) -> None:
     tenant_id, agent_id = await make_agent(engine, "demo")
     await add_folder(engine, tenant_id=tenant_id, agent_id=agent_id, folder=DEMO_KNOWLEDGE)
-    retriever = DatabaseRetriever(engine)
+    retriever = DatabaseRetriever(database)
     rates: dict[str, float] = {}
     answered: dict[str, float] = {}
     for language, cases in PARAPHRASES.items():
@@ -311,10 +397,12 @@ async def test_demo_faq_paraphrases_find_the_right_answer_first(engine: AsyncEng
     assert sum(answered.values()) / len(answered) >= 0.7, answered
 
 
-async def test_demo_out_of_scope_questions_stay_below_the_threshold(engine: AsyncEngine) -> None:
+async def test_demo_out_of_scope_questions_stay_below_the_threshold(
+    engine: AsyncEngine, database: Database
+) -> None:
     tenant_id, agent_id = await make_agent(engine, "demo")
     await add_folder(engine, tenant_id=tenant_id, agent_id=agent_id, folder=DEMO_KNOWLEDGE)
-    retriever = DatabaseRetriever(engine)
+    retriever = DatabaseRetriever(database)
     scores = {}
     for question in OUT_OF_SCOPE:
         results = await retriever.search(tenant_id=tenant_id, agent_id=agent_id, query=question, limit=1)
@@ -365,12 +453,12 @@ def _synthetic_faq(rows: int, seed: int = 7) -> tuple[bytes, list[str]]:
 
 
 @pytest.mark.slow
-async def test_search_is_fast_with_ten_thousand_passages(engine: AsyncEngine) -> None:
+async def test_search_is_fast_with_ten_thousand_passages(engine: AsyncEngine, database: Database) -> None:
     tenant_id, agent_id = await make_agent(engine, "big")
     data, vocabulary = _synthetic_faq(10_000)
     info = await add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name="big.csv", data=data)
     assert info.passages == 10_000
-    retriever = DatabaseRetriever(engine)
+    retriever = DatabaseRetriever(database)
     rnd = random.Random(11)
     weights = [1 / (rank + 50) for rank in range(len(vocabulary))]
     questions = [" ".join(rnd.choices(vocabulary, weights, k=rnd.randint(2, 8))) for _ in range(300)]
