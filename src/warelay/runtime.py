@@ -68,7 +68,7 @@ class Runtime:
             "cloud": CloudChannel(timeout=settings.outbound.request_timeout_seconds)
         }
         self.pacer = Pacer()
-        self.retriever = DatabaseRetriever(self.reader)
+        self.retriever = DatabaseRetriever(self.db)
         self.agents = AgentProvider(
             self.engine, AgentDeps(retriever=self.retriever, settings=settings), settings
         )

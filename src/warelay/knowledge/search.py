@@ -40,24 +40,15 @@ import functools
 import logging
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, TypeVar
+from typing import Any, Final, NamedTuple
 
 from warelay.agents.base import Passage
 from warelay.knowledge.text import query_groups
-from warelay.storage.direct import Database, Row, Tx, TxFunction, sqlite_sql
-
-if TYPE_CHECKING:
-    from datetime import datetime
-
-    from sqlalchemy import Table
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from warelay.storage.direct import Database, Row, Tx
 
 log = logging.getLogger("warelay.knowledge")
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 # A pasted paragraph is not a question; its first words say enough to find candidates.
 MAX_QUERY_GROUPS: Final = 24
@@ -433,9 +424,8 @@ async def _load_stats(tx: Tx, tenant_id: int, agent_id: int) -> _ScopeStats:
 class DatabaseRetriever:
     """The :class:`~warelay.agents.base.Retriever` over the knowledge tables (SQLite or PostgreSQL)."""
 
-    def __init__(self, db: Database | AsyncEngine, *, candidates: int = 32, cached_scopes: int = 256) -> None:
-        # Transitional: an AsyncEngine (what warelay.runtime still passes) is wrapped; see _EngineDatabase.
-        self._db: Database | _EngineDatabase = db if isinstance(db, Database) else _EngineDatabase(db)
+    def __init__(self, db: Database, *, candidates: int = 32, cached_scopes: int = 256) -> None:
+        self._db = db
         self._candidates = candidates
         self._cached_scopes = cached_scopes
         self._stats: OrderedDict[tuple[int, int], _ScopeStats] = OrderedDict()
@@ -532,66 +522,3 @@ class DatabaseRetriever:
         while len(self._stats) > self._cached_scopes:
             evicted, _ = self._stats.popitem(last=False)
             self._locks.pop(evicted, None)
-
-
-# ------------------------------------------------------------------------------ transitional
-# Until warelay.runtime hands the retriever a Database (it still passes its read-only AsyncEngine),
-# the same transaction functions run over the engine's connections: same statements, at
-# SQLAlchemy's per-statement cost. Remove both classes, and AsyncEngine from
-# DatabaseRetriever.__init__, once nothing passes an engine.
-
-
-class _EngineDatabase:
-    """``Database.read`` over an SQLAlchemy engine (transitional, see above)."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-
-    async def read(self, fn: TxFunction[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``fn(tx, …)`` on one of the engine's connections, in its transaction."""
-        async with self._engine.connect() as conn:
-            return await fn(_EngineTx(conn), *args, **kwargs)
-
-
-class _EngineTx(Tx):
-    """Reads on an SQLAlchemy connection, in the dialect of :mod:`warelay.storage.direct`."""
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-        self.postgres = conn.dialect.name == "postgresql"
-
-    async def fetch(self, query: str, *args: Any) -> list[Row]:
-        """All rows of a query."""
-        sql = query if self.postgres else sqlite_sql(query)
-        return list((await self.conn.exec_driver_sql(sql, args)).all())
-
-    async def execute(self, query: str, *args: Any) -> int:
-        """Run a statement; the number of rows it changed."""
-        sql = query if self.postgres else sqlite_sql(query)
-        return (await self.conn.exec_driver_sql(sql, args)).rowcount
-
-    async def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> None:
-        """Not needed by the retriever."""
-        raise NotImplementedError
-
-    async def insert_many(
-        self,
-        table: Table,
-        columns: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-        *,
-        suffix: str = "",
-        returning: str = "",
-    ) -> list[Row]:
-        """Not needed by the retriever."""
-        raise NotImplementedError
-
-    @staticmethod
-    def time(value: Any) -> datetime:
-        """Not needed by the retriever."""
-        raise NotImplementedError
-
-    @staticmethod
-    def json(value: Any) -> Any:
-        """Not needed by the retriever."""
-        raise NotImplementedError

@@ -31,7 +31,6 @@ from warelay.knowledge.search import (
     tsquery,
 )
 from warelay.numbers import ensure_agent
-from warelay.storage.db import read_only
 from warelay.storage.direct import Database, Tx, sqlite_sql
 
 DEMO_KNOWLEDGE = Path(warelay.demo.__file__).parent / "knowledge"
@@ -225,18 +224,6 @@ async def test_one_transaction_per_question(
     results = await retriever.search(tenant_id=tenant_id, agent_id=agent_id, query="matcha tea", limit=1)
     assert seen == ["_find"]
     assert [(p.title, p.score) for p in results] == [("Matcha tea?", 1.0)]
-
-
-async def test_an_engine_still_works_until_the_runtime_passes_a_database(
-    engine: AsyncEngine, database: Database
-) -> None:
-    # Transitional (see knowledge.search._EngineDatabase): the same statements over SQLAlchemy.
-    tenant_id, agent_id = await make_agent(engine, "shop")
-    await add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name="faq.csv", data=FAQ)
-    direct, legacy = DatabaseRetriever(database), DatabaseRetriever(read_only(engine))
-    for query in ("Do you have tea and cake?", "tea pie", "wifi", "zebra"):
-        expected = await direct.search(tenant_id=tenant_id, agent_id=agent_id, query=query)
-        assert await legacy.search(tenant_id=tenant_id, agent_id=agent_id, query=query) == expected
 
 
 async def test_other_tenants_and_agents_are_never_returned(engine: AsyncEngine, database: Database) -> None:
