@@ -56,8 +56,10 @@ class Runtime:
         self.migrate = migrate
         self.metrics = Metrics()
         self.box = SecretBox(settings.secret_keys)
+        # SQLAlchemy serves set-up, numbers and the API; the message path has its own connections
+        # (self.db), so this pool stays small.
         self.engine: AsyncEngine = create_engine(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=5
         )
         self.reader = read_only(self.engine)
         # The message path's statements run on the drivers directly (see storage.direct).

@@ -9,7 +9,10 @@ the same.
 A transaction is an ``async def fn(tx, ...)`` handed to :meth:`Database.write` or
 :meth:`Database.read`. Its statements are written once, in PostgreSQL's syntax with ``$n``
 parameters; on SQLite they are translated (``$n`` → ``?n``, ``= ANY($n)`` → ``IN (SELECT value
-FROM json_each(?n))``, ``FOR UPDATE …`` and ``::type`` casts dropped). On PostgreSQL the function
+FROM json_each(?n))``, ``FOR UPDATE [OF t] [SKIP LOCKED]`` and one-word ``::type`` casts dropped).
+That is the whole translation: it is textual, so statements keep ``$``, ``::`` and ``FOR UPDATE``
+out of string literals and write other casts as ``CAST(x AS type)``; statements that must differ
+(full-text search) are written once per engine. On PostgreSQL the function
 runs on the event loop over an asyncpg connection. On SQLite it runs, whole, in a database
 thread: the SQLite ``Tx`` never suspends, so the coroutine completes in one step there, and the
 event loop pays for one thread hop per transaction instead of one per statement (SQLite itself
@@ -426,7 +429,8 @@ def _sqlite_run(
     try:
         result = _drive(fn(SqliteTx(conn), *args, **kwargs))
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite may have rolled back already (e.g. on SQLITE_FULL)
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
     return result
