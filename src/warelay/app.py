@@ -3,6 +3,9 @@
 The runtime (database, workers, channels) starts in the lifespan and stops on shutdown, so a
 SIGTERM to ``warelay serve`` stops claiming work, lets in-flight turns and sends finish, and hands
 back what did not. Settings are built by the caller (the CLI, a test), never at import.
+
+The app is a ``WarelayApp``: a FastAPI whose ``__call__`` gives webhook requests to the raw ASGI
+front in ``warelay.api.intake`` before any of FastAPI's own code runs (the module says why).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from warelay import __version__
 from warelay.api.deps import KeyCache
+from warelay.api.intake import WebhookIntake, content_length_refusal
 from warelay.api.routes import health, inspect, webhooks
 from warelay.config import Settings
 from warelay.runtime import Runtime
@@ -35,19 +39,28 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check Content-Length, then pass the request on."""
         if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length":
-                    if not value.isdigit() or int(value) > self.limit:
-                        code = 413 if value.isdigit() else 400
-                        detail = (
-                            f"body larger than {self.limit} bytes"
-                            if code == 413
-                            else "invalid Content-Length"
-                        )
-                        await JSONResponse({"detail": detail}, status_code=code)(scope, receive, send)
-                        return
-                    break
+            declared = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+            refusal = content_length_refusal(declared, self.limit)
+            if refusal is not None:
+                code, detail = refusal
+                await JSONResponse({"detail": detail}, status_code=code)(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+
+class WarelayApp(FastAPI):
+    """FastAPI with the webhook front (``warelay.api.intake``) answering first."""
+
+    def __init__(self, intake: WebhookIntake, **options: Any) -> None:
+        super().__init__(**options)
+        self.intake = intake
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Webhook requests to the front, everything else to FastAPI."""
+        if self.intake.serves(scope):
+            await self.intake(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -68,7 +81,8 @@ def create_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    app = WarelayApp(
+        WebhookIntake(runtime),
         title="warelay",
         version=__version__,
         summary="Self-hosted gateway that puts AI agents on WhatsApp Business numbers",

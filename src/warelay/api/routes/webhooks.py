@@ -2,8 +2,14 @@
 
 Where it sits: the first stage of the path. Nothing slow happens before the answer: the signature
 is checked over the raw bytes, the JSON parsed into domain events, and the events stored in one
-(group-committed) transaction; agents and sends run later in the workers. The same handlers serve
+(group-committed) transaction; agents and sends run later in the workers. The same handling serves
 ``/webhooks/whatsapp`` and the seeds' ``/webhook``, ``/whatsapp/webhook`` and ``/api/meta-webhook``.
+
+The decisions are made by ``answer_verification`` and ``answer_delivery``, which take raw ASGI
+pieces and return a status and a body, so two thin callers share them: the raw ASGI front in
+``warelay.api.intake``, which answers these paths in the running app without FastAPI's per-request
+machinery, and the FastAPI routes below, which document the endpoints in OpenAPI and serve them
+wherever the front is not in place (the router used on its own).
 """
 
 from __future__ import annotations
@@ -13,13 +19,16 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import Receive
 
 from warelay.api.deps import RuntimeDep
 from warelay.channels.cloud.parse import parse_webhook
 from warelay.channels.cloud.webhook import SIGNATURE_HEADER, matching_secrets, verify_subscription
+from warelay.domain import ParsedWebhook
 from warelay.errors import WebhookRejectedError
 from warelay.inbox.store import Delivery
 from warelay.numbers import NumberInfo
+from warelay.runtime import Runtime
 
 log = logging.getLogger("warelay.webhooks")
 
@@ -27,63 +36,69 @@ WEBHOOK_PATHS = ("/webhooks/whatsapp", "/webhook", "/whatsapp/webhook", "/api/me
 
 router = APIRouter(tags=["webhooks"])
 
-
-def _error(status_code: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status_code)
+JsonBody = dict[str, object]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw request body, refusing (413) anything over ``limit`` bytes before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise WebhookRejectedError(413, f"body larger than {limit} bytes")
-        except ValueError:
-            raise WebhookRejectedError(400, "invalid Content-Length") from None
+def answer_verification(runtime: Runtime, query_string: bytes) -> tuple[int, str]:
+    """Meta's subscription handshake: (200, ``hub.challenge``) when the verify token matches."""
+    try:
+        challenge = verify_subscription(
+            query_string.decode("utf-8", "replace"), runtime.registry.verify_tokens()
+        )
+    except WebhookRejectedError as exc:
+        runtime.metrics.webhooks.labels("verify_rejected").inc()
+        return exc.status_code, "Forbidden"
+    runtime.metrics.webhooks.labels("verified").inc()
+    return 200, challenge
+
+
+async def answer_delivery(
+    runtime: Runtime, receive: Receive, content_type: str, signature: str | None
+) -> tuple[int, JsonBody]:
+    """Read, check, parse, route and store one delivery; 200 only once it is durable."""
+    try:
+        body = await _read_body(receive, runtime.settings.max_body_bytes)
+        allowed = _allowed_numbers(runtime, body, signature)
+        parsed = _parse(body, content_type)
+    except WebhookRejectedError as exc:
+        runtime.metrics.webhooks.labels(f"rejected_{exc.status_code}").inc()
+        log.warning("webhook rejected (%d): %s", exc.status_code, exc.reason)
+        return exc.status_code, {"detail": exc.reason}
+    return 200, await _store(runtime, allowed, parsed)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The raw request body from the ASGI messages, refused (413) as soon as it exceeds ``limit`` bytes."""
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise WebhookRejectedError(400, "client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise WebhookRejectedError(413, f"body larger than {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
-async def verify(request: Request, runtime: RuntimeDep) -> Response:
-    """Meta's subscription handshake: echo ``hub.challenge`` when the verify token matches."""
+def _parse(body: bytes, content_type: str) -> ParsedWebhook:
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise WebhookRejectedError(415, "Content-Type must be application/json")
     try:
-        challenge = verify_subscription(request.url.query, runtime.registry.verify_tokens())
-    except WebhookRejectedError as exc:
-        runtime.metrics.webhooks.labels("verify_rejected").inc()
-        return PlainTextResponse("Forbidden", status_code=exc.status_code)
-    runtime.metrics.webhooks.labels("verified").inc()
-    return PlainTextResponse(challenge)
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise WebhookRejectedError(400, "body is not valid JSON") from None
+    try:
+        return parse_webhook(payload)
+    except ValueError as exc:
+        raise WebhookRejectedError(400, str(exc)) from None
 
 
-async def receive(request: Request, runtime: RuntimeDep) -> Response:
-    """Store a webhook delivery; 200 only once it is durable."""
+async def _store(runtime: Runtime, allowed: set[str] | None, parsed: ParsedWebhook) -> JsonBody:
     metrics = runtime.metrics
-    try:
-        body = await read_body(request, runtime.settings.max_body_bytes)
-        allowed = _allowed_numbers(runtime, body, request.headers.get(SIGNATURE_HEADER))
-        content_type = request.headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            raise WebhookRejectedError(415, "Content-Type must be application/json")
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise WebhookRejectedError(400, "body is not valid JSON") from None
-        try:
-            parsed = parse_webhook(payload)
-        except ValueError as exc:
-            raise WebhookRejectedError(400, str(exc)) from None
-    except WebhookRejectedError as exc:
-        metrics.webhooks.labels(f"rejected_{exc.status_code}").inc()
-        log.warning("webhook rejected (%d): %s", exc.status_code, exc.reason)
-        return _error(exc.status_code, exc.reason)
-
     messages = []
     for message in parsed.messages:
         number = _route(runtime, allowed, message.number_id, message.provider_message_id)
@@ -102,7 +117,7 @@ async def receive(request: Request, runtime: RuntimeDep) -> Response:
         log.debug("ignored in webhook: %s", ", ".join(parsed.ignored))
     if not messages and not statuses:
         metrics.webhooks.labels("empty").inc()
-        return JSONResponse({"received": 0, "duplicates": 0})
+        return {"received": 0, "duplicates": 0}
 
     result = await runtime.store(Delivery(messages=messages, statuses=statuses))
     metrics.webhooks.labels("stored").inc()
@@ -115,10 +130,10 @@ async def receive(request: Request, runtime: RuntimeDep) -> Response:
             log.info("message stored", extra={"wamid": message.provider_message_id})
     for _, status in statuses:
         metrics.statuses.labels(status.status).inc()
-    return JSONResponse({"received": len(result.stored), "duplicates": len(result.duplicates)})
+    return {"received": len(result.stored), "duplicates": len(result.duplicates)}
 
 
-def _allowed_numbers(runtime: RuntimeDep, body: bytes, signature: str | None) -> set[str] | None:
+def _allowed_numbers(runtime: Runtime, body: bytes, signature: str | None) -> set[str] | None:
     """Phone number ids the signature vouches for (None: every number, when signatures are skipped)."""
     if runtime.settings.whatsapp.insecure_skip_signature:
         return None
@@ -127,9 +142,7 @@ def _allowed_numbers(runtime: RuntimeDep, body: bytes, signature: str | None) ->
     return {n.phone_number_id for secret in matched for n in by_secret[secret]}
 
 
-def _route(
-    runtime: RuntimeDep, allowed: set[str] | None, phone_number_id: str, wamid: str
-) -> NumberInfo | None:
+def _route(runtime: Runtime, allowed: set[str] | None, phone_number_id: str, wamid: str) -> NumberInfo | None:
     number = runtime.registry.by_phone_number_id(phone_number_id)
     if number is None:
         log.warning("event for unknown number %s not processed", phone_number_id, extra={"wamid": wamid})
@@ -145,6 +158,23 @@ def _route(
         log.info("event for inactive number %s not processed", phone_number_id, extra={"wamid": wamid})
         return None
     return number
+
+
+async def verify(request: Request, runtime: RuntimeDep) -> Response:
+    """Meta's subscription handshake: echo ``hub.challenge`` when the verify token matches."""
+    status, text = answer_verification(runtime, request.scope["query_string"])
+    return PlainTextResponse(text, status_code=status)
+
+
+async def receive(request: Request, runtime: RuntimeDep) -> Response:
+    """Store a webhook delivery; 200 only once it is durable."""
+    status, content = await answer_delivery(
+        runtime,
+        request.receive,
+        request.headers.get("content-type", ""),
+        request.headers.get(SIGNATURE_HEADER),
+    )
+    return JSONResponse(content, status_code=status)
 
 
 for _path in WEBHOOK_PATHS:
