@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import math
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -440,7 +438,8 @@ def _synthetic_faq(rows: int, seed: int = 7) -> tuple[bytes, list[str]]:
 
 
 @pytest.mark.slow
-async def test_search_is_fast_with_ten_thousand_passages(engine: AsyncEngine, database: Database) -> None:
+async def test_search_answers_over_ten_thousand_passages(engine: AsyncEngine, database: Database) -> None:
+    # How fast is measured in bench/ (never in a timed test); this checks the large-scale plan answers.
     tenant_id, agent_id = await make_agent(engine, "big")
     data, vocabulary = _synthetic_faq(10_000)
     info = await add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name="big.csv", data=data)
@@ -448,20 +447,8 @@ async def test_search_is_fast_with_ten_thousand_passages(engine: AsyncEngine, da
     retriever = DatabaseRetriever(database)
     rnd = random.Random(11)
     weights = [1 / (rank + 50) for rank in range(len(vocabulary))]
-    questions = [" ".join(rnd.choices(vocabulary, weights, k=rnd.randint(2, 8))) for _ in range(300)]
-    await retriever.search(tenant_id=tenant_id, agent_id=agent_id, query=questions[0])  # loads the statistics
-
-    async def measure() -> float:
-        latencies = []
-        for question in questions:
-            started = time.perf_counter()
-            results = await retriever.search(tenant_id=tenant_id, agent_id=agent_id, query=question)
-            latencies.append(time.perf_counter() - started)
-            assert results
-        latencies.sort()
-        return latencies[math.ceil(0.99 * len(latencies)) - 1] * 1000
-
-    # Best of two runs: the bound is about the code, not about a neighbour stealing the CPU.
-    p99 = min([await measure(), await measure()])
-    print(f"\n{engine.dialect.name}: p99 {p99:.1f} ms over {len(questions)} questions, 10,000 passages")
-    assert p99 <= (20.0 if engine.dialect.name == "sqlite" else 100.0)
+    for _ in range(100):
+        words = rnd.choices(vocabulary, weights, k=rnd.randint(2, 8))
+        results = await retriever.search(tenant_id=tenant_id, agent_id=agent_id, query=" ".join(words))
+        assert results
+        assert any(word in results[0].content.lower() for word in words)
