@@ -26,7 +26,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import functools
-import json
 import re
 import sqlite3
 import threading
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
+import orjson
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
@@ -117,8 +117,13 @@ def sqlite_sql(query: str) -> str:
 def sqlite_time(value: datetime) -> str:
     """How timestamps are stored on SQLite (naive UTC, as SQLAlchemy writes them)."""
     if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
+
+
+def json_text(value: Any) -> str:
+    """JSON as stored: compact UTF-8 text (orjson: raw payloads are encoded on every message)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _sqlite_param(value: Any) -> Any:
@@ -126,7 +131,7 @@ def _sqlite_param(value: Any) -> Any:
     if kind is datetime:
         return sqlite_time(value)
     if kind is dict or kind is list or kind is tuple:
-        return json.dumps(value, separators=(",", ":"))
+        return json_text(value)
     return value
 
 
@@ -188,7 +193,7 @@ class SqliteTx(Tx):
     @staticmethod
     def json(value: Any) -> Any:
         """A stored JSON value, decoded."""
-        return json.loads(value) if isinstance(value, str | bytes) else value
+        return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _drive(coro: Coroutine[Any, Any, R]) -> R:
@@ -267,7 +272,7 @@ def _pg_insert(table: Table, columns: tuple[str, ...], suffix: str, returning: s
 
 
 def _json_text(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else json_text(value)
 
 
 class PostgresTx(Tx):
@@ -331,8 +336,8 @@ async def _pg_init(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(
             name,
-            encoder=functools.partial(json.dumps, separators=(",", ":")),
-            decoder=json.loads,
+            encoder=json_text,
+            decoder=orjson.loads,
             schema="pg_catalog",
         )
 

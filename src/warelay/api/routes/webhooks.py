@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive
@@ -88,9 +89,13 @@ def _parse(body: bytes, content_type: str) -> ParsedWebhook:
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise WebhookRejectedError(415, "Content-Type must be application/json")
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise WebhookRejectedError(400, "body is not valid JSON") from None
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson is strict (no NaN, no lone surrogates); what the standard library reads still goes in.
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise WebhookRejectedError(400, "body is not valid JSON") from None
     try:
         return parse_webhook(payload)
     except ValueError as exc:

@@ -11,11 +11,11 @@ aiohttp (bench/results/*.profile.txt), which made the HTTP client half of warela
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import aiohttp
+import orjson
 
 from warelay.channels.base import Account
 from warelay.channels.cloud.errors import error_from_client_exception, error_from_response
@@ -61,7 +61,7 @@ class CloudChannel:
                 code=190,
                 details="no token configured",
             )
-        body_bytes = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        body_bytes = orjson.dumps(body)
         headers = {"Authorization": f"Bearer {account.access_token}", "Content-Type": "application/json"}
         try:
             async with self._client().post(self._url(account), data=body_bytes, headers=headers) as response:
@@ -73,7 +73,7 @@ class CloudChannel:
         if status != 200:
             raise error_from_response(status, content, response_headers)
         try:
-            data = json.loads(content)
+            data = orjson.loads(content)
         except ValueError as exc:
             raise error_from_response(502, content, response_headers) from exc
         if not isinstance(data, dict):
