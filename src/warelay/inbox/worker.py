@@ -382,6 +382,8 @@ class TurnWorker(_Loop):
 
     async def _complete(self, done: Sequence[_TurnDone]) -> list[bool]:
         ours, queued = await self.db.write(_complete_turns, done, utcnow())
+        # Finishing a turn promotes the next message of its conversation: claim it now, not at the next poll.
+        self.wake()
         if queued:
             self.on_replies()
         return [d.item.id in ours for d in done]
@@ -503,6 +505,7 @@ class SendWorker(_Loop):
 
     async def _complete(self, done: Sequence[_SendDone]) -> list[bool]:
         ours = await self.db.write(_complete_sends, done, utcnow())
+        self.wake()  # the next reply of each conversation was promoted
         failed = sum(1 for d in done if d.wamid is None)
         if failed:
             self.metrics.dead_letters.labels(SEND).inc(failed)

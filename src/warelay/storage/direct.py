@@ -1,4 +1,4 @@
-"""Direct driver access for the message path: plain ``sqlite3`` in threads, ``asyncpg`` on PostgreSQL.
+"""Direct driver access for the message path: plain ``sqlite3`` and ``asyncpg``, no ORM in between.
 
 Why not SQLAlchemy here: every webhook, claim, reply and receipt runs a handful of statements,
 and through the async ORM stack each one costs 100-300 µs of CPU on the event loop (statement
@@ -12,13 +12,12 @@ parameters; on SQLite they are translated (``$n`` → ``?n``, ``= ANY($n)`` → 
 FROM json_each(?n))``, ``FOR UPDATE [OF t] [SKIP LOCKED]`` and one-word ``::type`` casts dropped).
 That is the whole translation: it is textual, so statements keep ``$``, ``::`` and ``FOR UPDATE``
 out of string literals and write other casts as ``CAST(x AS type)``; statements that must differ
-(full-text search) are written once per engine. On PostgreSQL the function
-runs on the event loop over an asyncpg connection. On SQLite it runs, whole, in a database
-thread: the SQLite ``Tx`` never suspends, so the coroutine completes in one step there, and the
-event loop pays for one thread hop per transaction instead of one per statement (SQLite itself
-runs outside the GIL). Writes go to one writer thread (SQLite has one writer at a time) and begin
-``IMMEDIATE``; reads go to reader threads with their own connections (WAL lets them run beside
-the writer).
+(full-text search) are written once per engine.
+
+On PostgreSQL the function runs on the event loop over an asyncpg connection. On SQLite the
+``Tx`` never suspends, so the coroutine completes in one step, synchronously: on the event loop
+when the database lock is free (see :class:`_Sqlite` for why not in a thread), in a thread that
+may wait for the lock when another connection holds it.
 """
 
 from __future__ import annotations
@@ -114,6 +113,7 @@ def sqlite_sql(query: str) -> str:
     return _PARAM.sub(r"?\1", query)
 
 
+@functools.lru_cache(maxsize=512)  # a transaction stamps many rows with the same "now"
 def sqlite_time(value: datetime) -> str:
     """How timestamps are stored on SQLite (naive UTC, as SQLAlchemy writes them)."""
     if value.tzinfo is not None:
@@ -206,8 +206,35 @@ def _drive(coro: Coroutine[Any, Any, R]) -> R:
     raise RuntimeError("a SQLite transaction awaited something other than its Tx")
 
 
+def _connect(path: str, *, synchronous: str, busy_ms: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False, cached_statements=1024
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+    return conn
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _finish(conn: sqlite3.Connection, fn: Callable[..., Coroutine[Any, Any, R]], args: Any, kwargs: Any) -> R:
+    """Run a transaction function on a connection whose transaction has begun; commit it."""
+    try:
+        result = _drive(fn(SqliteTx(conn), *args, **kwargs))
+    except BaseException:
+        if conn.in_transaction:  # SQLite may have rolled back already (e.g. on SQLITE_FULL)
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
 class _SqliteThreads:
-    """A thread pool whose threads each own one sqlite3 connection."""
+    """A thread pool whose threads each own one sqlite3 connection (waiting up to 30 s for locks)."""
 
     def __init__(self, path: str, *, threads: int, synchronous: str, name: str) -> None:
         self.path = path
@@ -217,20 +244,14 @@ class _SqliteThreads:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
-    def connection(self) -> sqlite3.Connection:
+    def run(self, begin: str, fn: Callable[..., Coroutine[Any, Any, R]], args: Any, kwargs: Any) -> R:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False, cached_statements=1024
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
+            conn = self._local.conn = _connect(self.path, synchronous=self.synchronous, busy_ms=30_000)
             with self._lock:
                 self._all.append(conn)
-        return conn
+        conn.execute(begin)
+        return _finish(conn, fn, args, kwargs)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -238,6 +259,70 @@ class _SqliteThreads:
             for conn in self._all:
                 conn.close()
             self._all.clear()
+
+
+class _Sqlite:
+    """Where SQLite transactions run: on the event loop when the lock is free, else in a thread.
+
+    Inline, a transaction costs its statements and nothing else (SQLite answers in microseconds;
+    the commit's fsync is a fraction of a millisecond). Threads would add a hop per transaction
+    and, worse, a GIL convoy: sqlite3 releases the GIL around every statement, and a busy event
+    loop hands it back only after the switch interval (5 ms), so a 10-statement transaction in a
+    thread could take 50 ms. The inline connections never wait for a lock, though: when another
+    connection (the SQLAlchemy engine, another process) holds it, the transaction goes to a thread
+    that waits, and the event loop keeps serving.
+    """
+
+    def __init__(self, path: str, *, synchronous: str, readers: int) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self.writers = _SqliteThreads(path, threads=1, synchronous=synchronous, name="sqlite-w")
+        self.readers = _SqliteThreads(path, threads=readers, synchronous=synchronous, name="sqlite-r")
+
+    def _inline(self, *, write: bool) -> sqlite3.Connection:
+        conn = self._writer if write else self._reader
+        if conn is None:
+            conn = _connect(self.path, synchronous=self.synchronous, busy_ms=0)
+            if write:
+                self._writer = conn
+            else:
+                self._reader = conn
+        return conn
+
+    async def write(self, fn: Callable[..., Coroutine[Any, Any, R]], args: Any, kwargs: Any) -> R:
+        conn = self._inline(write=True)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+        else:  # the write lock is ours: nothing below waits for another connection
+            return _finish(conn, fn, args, kwargs)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.writers.pool, functools.partial(self.writers.run, "BEGIN IMMEDIATE", fn, args, kwargs)
+        )
+
+    async def read(self, fn: Callable[..., Coroutine[Any, Any, R]], args: Any, kwargs: Any) -> R:
+        conn = self._inline(write=False)
+        try:
+            conn.execute("BEGIN")
+            return _finish(conn, fn, args, kwargs)
+        except sqlite3.OperationalError as exc:  # reads are safe to run again, wherever they stopped
+            if not _busy(exc):
+                raise
+        return await asyncio.get_running_loop().run_in_executor(
+            self.readers.pool, functools.partial(self.readers.run, "BEGIN", fn, args, kwargs)
+        )
+
+    def close(self) -> None:
+        self.writers.close()
+        self.readers.close()
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                conn.close()
+        self._writer = self._reader = None
 
 
 # --------------------------------------------------------------------------------- PostgreSQL
@@ -351,7 +436,7 @@ class Database:
     """Runs transactions of the message path on SQLite or PostgreSQL (see the module docstring)."""
 
     def __init__(
-        self, url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 20, readers: int = 2
+        self, url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 20, readers: int = 1
     ) -> None:
         parsed = make_url(url)
         self.postgres = parsed.get_backend_name() == "postgresql"
@@ -365,10 +450,7 @@ class Database:
         if not database or database == ":memory:":
             raise ValueError("warelay needs a SQLite database file (several connections share it)")
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _SqliteThreads(database, threads=1, synchronous=sqlite_synchronous, name="sqlite-w")
-        self._readers = _SqliteThreads(
-            database, threads=readers, synchronous=sqlite_synchronous, name="sqlite-r"
-        )
+        self._sqlite = _Sqlite(database, synchronous=sqlite_synchronous, readers=readers)
 
     @property
     def dialect(self) -> str:
@@ -394,10 +476,7 @@ class Database:
             pool = await self._pg()
             async with pool.acquire() as conn, conn.transaction():
                 return await fn(PostgresTx(conn), *args, **kwargs)
-        threads = self._writer
-        return await asyncio.get_running_loop().run_in_executor(
-            threads.pool, functools.partial(_sqlite_run, threads, "BEGIN IMMEDIATE", fn, args, kwargs)
-        )
+        return await self._sqlite.write(fn, args, kwargs)
 
     async def read(self, fn: TxFunction[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(tx, …)`` in a read-only transaction."""
@@ -405,10 +484,7 @@ class Database:
             pool = await self._pg()
             async with pool.acquire() as conn, conn.transaction(readonly=True):
                 return await fn(PostgresTx(conn), *args, **kwargs)
-        threads = self._readers
-        return await asyncio.get_running_loop().run_in_executor(
-            threads.pool, functools.partial(_sqlite_run, threads, "BEGIN", fn, args, kwargs)
-        )
+        return await self._sqlite.read(fn, args, kwargs)
 
     async def close(self) -> None:
         """Close every connection."""
@@ -417,25 +493,4 @@ class Database:
                 await self._pool.close()
                 self._pool = None
             return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._writer.close)
-        await loop.run_in_executor(None, self._readers.close)
-
-
-def _sqlite_run(
-    threads: _SqliteThreads,
-    begin: str,
-    fn: Callable[..., Coroutine[Any, Any, R]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> R:
-    conn = threads.connection()
-    conn.execute(begin)
-    try:
-        result = _drive(fn(SqliteTx(conn), *args, **kwargs))
-    except BaseException:
-        if conn.in_transaction:  # SQLite may have rolled back already (e.g. on SQLITE_FULL)
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
+        await asyncio.get_running_loop().run_in_executor(None, self._sqlite.close)
