@@ -206,6 +206,9 @@ def _drive(coro: Coroutine[Any, Any, R]) -> R:
     raise RuntimeError("a SQLite transaction awaited something other than its Tx")
 
 
+INLINE_CACHE_KIB = 32 * 1024  # SQLite's default is 2 MiB; the hot tables' pages fit in this
+
+
 def _connect(path: str, *, synchronous: str, busy_ms: int) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False, cached_statements=1024
@@ -276,23 +279,20 @@ class _Sqlite:
     def __init__(self, path: str, *, synchronous: str, readers: int) -> None:
         self.path = path
         self.synchronous = synchronous
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
         self.writers = _SqliteThreads(path, threads=1, synchronous=synchronous, name="sqlite-w")
         self.readers = _SqliteThreads(path, threads=readers, synchronous=synchronous, name="sqlite-r")
 
-    def _inline(self, *, write: bool) -> sqlite3.Connection:
-        conn = self._writer if write else self._reader
-        if conn is None:
-            conn = _connect(self.path, synchronous=self.synchronous, busy_ms=0)
-            if write:
-                self._writer = conn
-            else:
-                self._reader = conn
-        return conn
+    def _inline(self) -> sqlite3.Connection:
+        # One connection for the loop's reads and writes: they run one after another anyway, and
+        # its page cache stays valid across them (another connection's commit would invalidate it).
+        if self._conn is None:
+            self._conn = _connect(self.path, synchronous=self.synchronous, busy_ms=0)
+            self._conn.execute(f"PRAGMA cache_size=-{INLINE_CACHE_KIB}")
+        return self._conn
 
     async def write(self, fn: Callable[..., Coroutine[Any, Any, R]], args: Any, kwargs: Any) -> R:
-        conn = self._inline(write=True)
+        conn = self._inline()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -305,7 +305,7 @@ class _Sqlite:
         )
 
     async def read(self, fn: Callable[..., Coroutine[Any, Any, R]], args: Any, kwargs: Any) -> R:
-        conn = self._inline(write=False)
+        conn = self._inline()
         try:
             conn.execute("BEGIN")
             return _finish(conn, fn, args, kwargs)
@@ -319,10 +319,9 @@ class _Sqlite:
     def close(self) -> None:
         self.writers.close()
         self.readers.close()
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                conn.close()
-        self._writer = self._reader = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 # --------------------------------------------------------------------------------- PostgreSQL
