@@ -113,7 +113,6 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default WARELAY_HOST).")] = None,

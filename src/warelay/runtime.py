@@ -84,15 +84,17 @@ class Runtime:
             metrics=self.metrics,
         )
         self.sender = SendWorker(services)
-        self.turns = TurnWorker(services, agents=self.agents, on_replies=self.sender.wake)
+        self.turns = TurnWorker(services, agents=self.agents, sender=self.sender)
         self.intake: Batcher[Delivery, DeliveryResult] = Batcher(self._store, name="inbox")
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _store(self, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
-        results = await self.inbox.store(deliveries)
-        if any(r.stored for r in results):
+        # With workers here, the new turns are leased to them as they are stored (no claim needed).
+        stored = await self.inbox.store(deliveries, offer=self.turns.offer() if self.run_workers else None)
+        self.turns.adopt(stored.leased)
+        if sum(len(r.stored) for r in stored.results) > len(stored.leased):
             self.turns.wake()
-        return results
+        return stored.results
 
     async def store(self, delivery: Delivery) -> DeliveryResult:
         """Durably store one webhook's events (group-committed with concurrent ones)."""

@@ -15,6 +15,12 @@ and the next one is promoted when the head finishes or is dead-lettered, so a cl
 indexed scan of ready items, however long the queue. Writers that touch a lane lock its
 conversation row first (PostgreSQL), so an insert and a promotion never miss each other.
 
+Hand-over: a process that runs workers passes a :class:`LeaseOffer` to the transactions that
+queue or promote work (storing a webhook, finishing a turn or a send); the lane heads they create
+are leased to that process in the same statement and handed to its worker in memory, so in the
+steady state no separate claim transaction runs at all. Claims remain for everything else: work
+queued by processes without workers, retries, leases that lapsed, and whatever exceeded the offer.
+
 Every statement here runs on both SQLite and PostgreSQL through :mod:`warelay.storage.direct`
 (plain drivers: this is the busiest code in warelay).
 """
@@ -59,6 +65,46 @@ class DeliveryResult:
     stored: tuple[tuple[str, int, str], ...] = ()  # (provider message id, message id, conversation id)
     duplicates: tuple[str, ...] = ()
     statuses_new: int = 0
+
+
+class LeaseOffer:
+    """How many lane heads a transaction may lease to this process's worker as it creates them."""
+
+    __slots__ = ("lease", "limit", "seconds")
+
+    def __init__(self, owner: str, *, seconds: float, limit: int) -> None:
+        self.lease = lease_token(owner)
+        self.seconds = seconds
+        self.limit = limit
+
+    def take(self, count: int) -> bool:
+        """Use ``count`` of the offer, all or nothing."""
+        if count > self.limit:
+            return False
+        self.limit -= count
+        return True
+
+
+def lease_token(owner: str) -> str:
+    """A lease token: the worker's id and a nonce, so a lapsed lease can never finish an item."""
+    return f"{owner}:{time.monotonic_ns():x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What :meth:`Inbox.store` did: one result per delivery, and the turns leased to this process."""
+
+    results: list[DeliveryResult]
+    leased: list[Claimed]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What finishing items did: the ids that were still ours, and the lanes that moved on."""
+
+    ours: set[int]
+    leased: list[Claimed]  # next items leased to this process (see LeaseOffer)
+    pending: int  # next items left for any worker to claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +160,11 @@ class Inbox:
 
     # ------------------------------------------------------------------------------------ storing
 
-    async def store(self, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
+    async def store(self, deliveries: Sequence[Delivery], *, offer: LeaseOffer | None = None) -> Stored:
         """Store a group of deliveries in one transaction; one result per delivery."""
-        return await self.db.write(self._store, deliveries)
+        return await self.db.write(self._store, deliveries, offer)
 
-    async def _store(self, tx: Tx, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
+    async def _store(self, tx: Tx, deliveries: Sequence[Delivery], offer: LeaseOffer | None) -> Stored:
         now = utcnow()
         first_owner: dict[tuple[int, str], int] = {}
         batch = _Batch()
@@ -137,8 +183,9 @@ class Inbox:
         existing = await _existing_ids(tx, list(first_owner))
         fresh = [(n, m) for n, m in batch.messages if (n.id, m.provider_message_id) not in existing]
         inserted: dict[tuple[int, str], tuple[int, str]] = {}
+        leased: list[Claimed] = []
         if fresh:
-            inserted = await self._insert_messages(tx, fresh, now)
+            inserted, leased = await self._insert_messages(tx, fresh, now, offer)
         new_statuses = await _insert_statuses(tx, batch.statuses, now) if batch.statuses else 0
 
         # A message redelivered inside this very batch counts as stored for its first delivery only.
@@ -148,11 +195,11 @@ class Inbox:
             stored = tuple((pid, *inserted[(nid, pid)]) for nid, pid in mine)
             dupes = tuple(pid for nid, pid in keys if (nid, pid) not in mine)
             results.append(DeliveryResult(stored=stored, duplicates=dupes, statuses_new=new_statuses))
-        return results
+        return Stored(results, leased)
 
     async def _insert_messages(
-        self, tx: Tx, fresh: list[tuple[NumberInfo, InboundMessage]], now: datetime
-    ) -> dict[tuple[int, str], tuple[int, str]]:
+        self, tx: Tx, fresh: list[tuple[NumberInfo, InboundMessage]], now: datetime, offer: LeaseOffer | None
+    ) -> tuple[dict[tuple[int, str], tuple[int, str]], list[Claimed]]:
         contacts = await upsert_contacts(tx, [(n, m.sender) for n, m in fresh], now, inbound=True)
         conversations = await self.active_conversations(
             tx, {cid: (number, key) for (number, key), cid in _by_number(fresh, contacts).items()}, now
@@ -191,7 +238,7 @@ class Inbox:
         inserted = {(r[1], r[2]): (int(r[0]), r[3]) for r in returned}
 
         wants_reply = {(n.id, m.provider_message_id) for n, m in fresh if m.wants_reply}
-        await add_work(
+        leased = await add_work(
             tx,
             TURN,
             [
@@ -200,8 +247,9 @@ class Inbox:
                 if key in wants_reply
             ],
             now,
+            offer,
         )
-        return inserted
+        return inserted, leased
 
     async def active_conversations(
         self, tx: Tx, contacts: dict[int, tuple[NumberInfo, str]], now: datetime
@@ -381,6 +429,8 @@ _WORK_COLUMNS = (
     "available_at",
     "created_at",
     "updated_at",
+    "lease_owner",
+    "leased_until",
 )
 
 
@@ -522,13 +572,16 @@ async def lock_conversations(tx: Tx, conversation_ids: Iterable[str]) -> None:
         await tx.fetch("SELECT id FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
 
 
-async def add_work(tx: Tx, kind: str, items: Sequence[tuple[str, int]], now: datetime) -> None:
+async def add_work(
+    tx: Tx, kind: str, items: Sequence[tuple[str, int]], now: datetime, offer: LeaseOffer | None = None
+) -> list[Claimed]:
     """Queue work items ``(conversation id, message id)`` in order at the back of their lanes.
 
-    The caller holds the conversations' locks (see :func:`lock_conversations`).
+    New lane heads are leased to the offer's process when it can take them all (returned), else
+    left ready for any worker. The caller holds the conversations' locks (see :func:`lock_conversations`).
     """
     if not items:
-        return
+        return []
     busy = {
         r[0]
         for r in await tx.fetch(
@@ -538,30 +591,82 @@ async def add_work(tx: Tx, kind: str, items: Sequence[tuple[str, int]], now: dat
             sorted({conv for conv, _ in items}),
         )
     }
-    rows = []
-    for conversation_id, message_id in items:
-        state = "waiting" if conversation_id in busy else "pending"
-        rows.append((kind, conversation_id, message_id, state, 0, now, now, now))
+    states = []
+    for conversation_id, _ in items:
+        states.append("waiting" if conversation_id in busy else "pending")
         busy.add(conversation_id)
-    await tx.insert_many(TABLES["work_items"], _WORK_COLUMNS, rows)
-
-
-async def _promote(tx: Tx, lanes: Iterable[tuple[str, str]], now: datetime) -> None:
-    """Make the oldest waiting item of each lane (conversation id, kind) its new head."""
-    await tx.executemany(
-        "UPDATE work_items SET state = 'pending', available_at = $3 WHERE id = ("
-        "SELECT min(id) FROM work_items WHERE conversation_id = $1 AND kind = $2 AND state = 'waiting')",
-        [(conv, kind, now) for conv, kind in sorted(set(lanes))],
+    lease = offer if offer is not None and offer.take(states.count("pending")) else None
+    rows: list[tuple[Any, ...]] = []
+    for (conversation_id, message_id), state in zip(items, states, strict=True):
+        if lease is not None and state == "pending":
+            until = now + timedelta(seconds=lease.seconds)
+            rows.append((kind, conversation_id, message_id, "leased", 1, now, now, now, lease.lease, until))
+        else:
+            rows.append((kind, conversation_id, message_id, state, 0, now, now, now, None, None))
+    returned = await tx.insert_many(
+        TABLES["work_items"], _WORK_COLUMNS, rows, returning="id, conversation_id, message_id, state"
+    )
+    if lease is None:
+        return []
+    return sorted(
+        (Claimed(int(r[0]), kind, r[1], int(r[2]), 1, lease.lease) for r in returned if r[3] == "leased"),
+        key=lambda c: c.id,
     )
 
 
-async def finish_items(tx: Tx, items: Sequence[Claimed]) -> set[int]:
-    """Delete finished work items whose lease is still ours and promote what waited behind them.
+async def _promote(
+    tx: Tx, kind: str, conversations: Iterable[str], now: datetime, offer: LeaseOffer | None
+) -> tuple[list[Claimed], int]:
+    """Make the oldest waiting item of each conversation's lane its new head: leased to the offer's
+    process when it can take them all, else ready. Returns (leased items, items left ready)."""
+    ids = [
+        r[0]
+        for r in await tx.fetch(
+            "SELECT min(id) FROM work_items WHERE kind = $1 AND state = 'waiting'"
+            " AND conversation_id = ANY($2) GROUP BY conversation_id",
+            kind,
+            sorted(set(conversations)),
+        )
+    ]
+    if not ids:
+        return [], 0
+    if offer is not None and offer.take(len(ids)):
+        rows = await tx.fetch(
+            "UPDATE work_items SET state = 'leased', lease_owner = $2, leased_until = $3,"
+            " attempts = attempts + 1, available_at = $4, updated_at = $4 WHERE id = ANY($1)"
+            " RETURNING id, conversation_id, message_id, attempts",
+            ids,
+            offer.lease,
+            now + timedelta(seconds=offer.seconds),
+            now,
+        )
+        leased = [Claimed(int(r[0]), kind, r[1], int(r[2]), int(r[3]), offer.lease) for r in rows]
+        return sorted(leased, key=lambda c: c.id), 0
+    await tx.execute(
+        "UPDATE work_items SET state = 'pending', available_at = $2 WHERE id = ANY($1)", ids, now
+    )
+    return [], len(ids)
 
-    Returns the ids that were ours.
-    """
+
+async def _promote_lanes(
+    tx: Tx, lanes: Iterable[tuple[str, str]], now: datetime, offer: LeaseOffer | None = None
+) -> tuple[list[Claimed], int]:
+    by_kind: dict[str, set[str]] = {}
+    for conversation_id, kind in lanes:
+        by_kind.setdefault(kind, set()).add(conversation_id)
+    leased: list[Claimed] = []
+    pending = 0
+    for kind, conversations in sorted(by_kind.items()):
+        got, left = await _promote(tx, kind, conversations, now, offer)
+        leased.extend(got)
+        pending += left
+    return leased, pending
+
+
+async def finish_items(tx: Tx, items: Sequence[Claimed], offer: LeaseOffer | None = None) -> Finished:
+    """Delete finished work items whose lease is still ours and promote what waited behind them."""
     if not items:
-        return set()
+        return Finished(set(), [], 0)
     await lock_conversations(tx, (i.conversation_id for i in items))
     rows = await tx.fetch(
         "DELETE FROM work_items WHERE id = ANY($1) AND lease_owner = ANY($2) RETURNING id, lease_owner",
@@ -570,14 +675,16 @@ async def finish_items(tx: Tx, items: Sequence[Claimed]) -> set[int]:
     )
     leases = {i.id: i.lease for i in items}
     ours = {int(r[0]) for r in rows if leases.get(int(r[0])) == r[1]}
-    await _promote(tx, ((i.conversation_id, i.kind) for i in items if i.id in ours), utcnow())
-    return ours
+    leased, pending = await _promote_lanes(
+        tx, ((i.conversation_id, i.kind) for i in items if i.id in ours), utcnow(), offer
+    )
+    return Finished(ours, leased, pending)
 
 
 async def dead_letter_items(
     tx: Tx, items: Sequence[tuple[Claimed, dict[str, Any]]], now: datetime
 ) -> set[int]:
-    """Mark leased items dead with their last error and promote what waited behind them.
+    """Mark leased items dead with their last error and promote what waited behind them (left ready).
 
     Returns the ids that were still ours.
     """
@@ -596,7 +703,7 @@ async def dead_letter_items(
         )
         if changed:
             ours.add(item.id)
-    await _promote(tx, ((item.conversation_id, item.kind) for item, _ in items if item.id in ours), now)
+    await _promote_lanes(tx, ((item.conversation_id, item.kind) for item, _ in items if item.id in ours), now)
     return ours
 
 

@@ -27,7 +27,7 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,11 +40,28 @@ from warelay.config import Settings
 from warelay.conversations.service import TurnData, apply_state_changes, load_turns
 from warelay.domain import OutboundContent, OutText, UserRef
 from warelay.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
-from warelay.inbox.store import SEND, TURN, Claimed, Inbox, dead_letter_items, finish_items
+from warelay.inbox.store import (
+    SEND,
+    TURN,
+    Claimed,
+    Finished,
+    Inbox,
+    LeaseOffer,
+    dead_letter_items,
+    finish_items,
+)
 from warelay.numbers import NumberInfo, NumberRegistry
 from warelay.observability import Metrics
 from warelay.outbound.format import markdown_to_whatsapp
-from warelay.outbound.outbox import Draft, PendingSend, enqueue, load_pending, record_failed, record_sent
+from warelay.outbound.outbox import (
+    Draft,
+    PendingSend,
+    Queued,
+    enqueue,
+    load_pending,
+    record_failed,
+    record_sent,
+)
 from warelay.outbound.ratelimit import Pacer
 from warelay.outbound.retry import backoff_delay
 from warelay.outbound.splitter import split_text
@@ -117,12 +134,50 @@ class _Loop(abc.ABC):
         self._stopping = False
         self._running = asyncio.Event()
         self._exited = asyncio.Event()
+        self._adoptions: set[asyncio.Task[None]] = set()
+        self._adopting = 0
         self._idle_since = 0.0
         self.rng = random.Random()  # noqa: S311  # jitter only
 
     def wake(self) -> None:
         """New work may be ready: claim now instead of at the next poll."""
         self._wakeup.set()
+
+    def offer(self) -> LeaseOffer | None:
+        """What this worker can take on now, for transactions that create work (see LeaseOffer)."""
+        if self._stopping or not self._running.is_set():
+            return None
+        free = min(self.concurrency - len(self._inflight) - self._adopting, self.settings.worker.batch_size)
+        return (
+            LeaseOffer(self.owner, seconds=self.settings.worker.lease_seconds, limit=free)
+            if free > 0
+            else None
+        )
+
+    def adopt(self, leased: Sequence[Claimed]) -> None:
+        """Run items a transaction leased to this worker (no claim needed)."""
+        if not leased:
+            return
+        self._adopting += len(leased)
+        task = asyncio.create_task(self._adopt(list(leased)), name=f"adopt-{self.kind}")
+        self._adoptions.add(task)
+        task.add_done_callback(self._adoptions.discard)
+
+    async def _adopt(self, leased: list[Claimed]) -> None:
+        try:
+            if self._stopping:
+                await self.inbox.release(leased)
+                return
+            loaded = await self.db.read(self._load, leased)
+            if self._stopping:
+                await self.inbox.release(leased)
+                return
+            await self._dispatch(leased, loaded)
+        except Exception:
+            # Their leases lapse and the items are claimed again (the attempt counted): nothing is lost.
+            self.log.exception("starting %d %s items handed over failed", len(leased), self.kind)
+        finally:
+            self._adopting -= len(leased)
 
     async def run(self) -> None:
         """Claim and process work until :meth:`stop`."""
@@ -203,7 +258,7 @@ class _Loop(abc.ABC):
         asked = time.monotonic()
         deadline = asked + timeout
         self.wake()
-        while not (self._idle_since > asked and not self._inflight):
+        while not (self._idle_since > asked and not self._inflight and not self._adoptions):
             if time.monotonic() > deadline or self._stopping:
                 return False
             await asyncio.sleep(0.02)
@@ -219,6 +274,8 @@ class _Loop(abc.ABC):
             # for it means nothing claimed is left neither run nor released.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._exited.wait(), timeout=grace)
+        if self._adoptions:  # they start their items or hand them back (see _adopt)
+            await asyncio.wait(list(self._adoptions), timeout=grace)
         pending = [task for _, task in self._inflight.values()]
         if pending:
             await asyncio.wait(pending, timeout=grace)
@@ -246,12 +303,10 @@ class TurnWorker(_Loop):
     kind = TURN
     log = log
 
-    def __init__(
-        self, services: Services, *, agents: AgentProvider, on_replies: Callable[[], None] = lambda: None
-    ) -> None:
+    def __init__(self, services: Services, *, agents: AgentProvider, sender: SendWorker) -> None:
         super().__init__(services, concurrency=services.settings.worker.agent_concurrency)
         self.agents = agents
-        self.on_replies = on_replies
+        self.sender = sender
         self._completer: Batcher[_TurnDone, bool] = Batcher(self._complete, name="turn-complete")
 
     async def _load(self, tx: Tx, claimed: list[Claimed]) -> dict[int, TurnData | ValueError]:
@@ -262,11 +317,13 @@ class TurnWorker(_Loop):
             data = loaded.get(item.id)
             if data is None:  # the message was deleted under us (tenant removed): nothing to answer
                 await self.db.write(finish_items, [item])
+                self.wake()
                 continue
             if isinstance(data, ValueError):
                 log.error("stored message %d cannot be read (%s); dead-lettered", item.message_id, data)
                 self.metrics.dead_letters.labels(TURN).inc()
                 await self.db.write(dead_letter_items, [(item, error_record(data))], utcnow())
+                self.wake()
                 continue
             self._start(item, self._process(item, data))
 
@@ -327,8 +384,10 @@ class TurnWorker(_Loop):
             reply_to=data.message.provider_message_id,
             turn_message_id=item.message_id,
         )
-        await self.db.write(enqueue, [draft], utcnow())
-        self.on_replies()
+        queued = await self.db.write(enqueue, [draft], utcnow(), self.sender.offer())
+        self.sender.adopt(queued.leased)
+        if len(queued.leased) < len(queued.ids):
+            self.sender.wake()
 
     def _show_activity(self, number: NumberInfo, wamid: str) -> None:
         out = self.settings.outbound
@@ -378,38 +437,47 @@ class TurnWorker(_Loop):
             turn_message_id=item.message_id,
         )
         await self.db.write(_dead_letter_turn, item, error, draft if fallback else None, utcnow())
-        self.on_replies()
+        self.wake()  # the conversation's next message is ready
+        self.sender.wake()
 
     async def _complete(self, done: Sequence[_TurnDone]) -> list[bool]:
-        ours, queued = await self.db.write(_complete_turns, done, utcnow())
-        # Finishing a turn promotes the next message of its conversation: claim it now, not at the next poll.
-        self.wake()
-        if queued:
-            self.on_replies()
-        return [d.item.id in ours for d in done]
+        # The replies' sends go to this process's sender, and each conversation's next message to
+        # this worker, leased in the same transaction (no claims), as far as both have room.
+        finished, queued = await self.db.write(
+            _complete_turns, done, utcnow(), turns=self.offer(), sends=self.sender.offer()
+        )
+        self.adopt(finished.leased)
+        self.sender.adopt(queued.leased)
+        if finished.pending:
+            self.wake()
+        if len(queued.leased) < len(queued.ids):
+            self.sender.wake()
+        return [d.item.id in finished.ours for d in done]
 
 
 async def _dead_letter_turn(
-    tx: Tx, item: Claimed, error: dict[str, Any], fallback: Draft | None, now: Any
+    tx: Tx, item: Claimed, error: dict[str, Any], fallback: Draft | None, now: datetime
 ) -> None:
     ours = await dead_letter_items(tx, [(item, error)], now)
     if ours and fallback is not None:
         await enqueue(tx, [fallback], now)
 
 
-async def _complete_turns(tx: Tx, done: Sequence[_TurnDone], now: datetime) -> tuple[set[int], int]:
+async def _complete_turns(
+    tx: Tx, done: Sequence[_TurnDone], now: datetime, *, turns: LeaseOffer | None, sends: LeaseOffer | None
+) -> tuple[Finished, Queued]:
     """End finished turns whose lease is still ours: delete them, queue their replies, keep their state."""
-    ours = await finish_items(tx, [d.item for d in done])
-    drafts = [draft for d in done if d.item.id in ours for draft in d.drafts]
-    await enqueue(tx, drafts, now)
+    finished = await finish_items(tx, [d.item for d in done], turns)
+    drafts = [draft for d in done if d.item.id in finished.ours for draft in d.drafts]
+    queued = await enqueue(tx, drafts, now, sends)
     changes = [
         (d.item.conversation_id, d.data.session, d.state)
         for d in done
-        if d.item.id in ours and d.state is not None
+        if d.item.id in finished.ours and d.state is not None
     ]
     if changes:
         await apply_state_changes(tx, changes, now)
-    return ours, len(drafts)
+    return finished, queued
 
 
 _background: set[asyncio.Task[None]] = set()
@@ -441,6 +509,7 @@ class SendWorker(_Loop):
             p = loaded.get(item.message_id)
             if p is None:
                 await self.db.write(finish_items, [item])
+                self.wake()
                 continue
             self._start(item, self._send(item, p))
 
@@ -504,19 +573,24 @@ class SendWorker(_Loop):
         )
 
     async def _complete(self, done: Sequence[_SendDone]) -> list[bool]:
-        ours = await self.db.write(_complete_sends, done, utcnow())
-        self.wake()  # the next reply of each conversation was promoted
+        ours, finished = await self.db.write(_complete_sends, done, utcnow(), self.offer())
+        self.adopt(finished.leased)  # each conversation's next reply, leased to us in the same transaction
         failed = sum(1 for d in done if d.wamid is None)
+        if finished.pending or failed:
+            self.wake()
         if failed:
             self.metrics.dead_letters.labels(SEND).inc(failed)
         return [d.item.id in ours for d in done]
 
 
-async def _complete_sends(tx: Tx, done: Sequence[_SendDone], now: datetime) -> set[int]:
+async def _complete_sends(
+    tx: Tx, done: Sequence[_SendDone], now: datetime, offer: LeaseOffer | None
+) -> tuple[set[int], Finished]:
     """Record sends (accepted or failed for good) whose lease is still ours; returns their item ids."""
     sent = [d for d in done if d.wamid is not None]
     failed = [d for d in done if d.wamid is None]
-    ours = await finish_items(tx, [d.item for d in sent])
+    finished = await finish_items(tx, [d.item for d in sent], offer)
+    ours = finished.ours
     await record_sent(
         tx,
         [(d.pending.message_id, d.pending.number_id, d.wamid) for d in sent if d.item.id in ours and d.wamid],
@@ -524,4 +598,4 @@ async def _complete_sends(tx: Tx, done: Sequence[_SendDone], now: datetime) -> s
     )
     dead = await dead_letter_items(tx, [(d.item, d.error or {}) for d in failed], now)
     await record_failed(tx, [(d.pending.message_id, d.error or {}) for d in failed if d.item.id in dead], now)
-    return ours | dead
+    return ours | dead, finished

@@ -47,7 +47,7 @@ async def send_text(
                 Draft(conversation_id=conversations[contact_id], number_id=number.id, content=part, part=i)
                 for i, part in enumerate(parts)
             ]
-            return await enqueue(tx, drafts, now)
+            return (await enqueue(tx, drafts, now)).ids
 
         ids = await runtime.db.write(queue)
         if wait <= 0:

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from warelay.domain import DeliveryStatus, OutboundContent, OutText
-from warelay.inbox.store import SEND, add_work, apply_status_events, lock_conversations
+from warelay.inbox.store import SEND, Claimed, LeaseOffer, add_work, apply_status_events, lock_conversations
 from warelay.storage.direct import Tx
 from warelay.storage.models import Base
 
@@ -89,10 +89,18 @@ def content_type(content: OutboundContent) -> str:
     return content.kind
 
 
-async def enqueue(tx: Tx, drafts: Sequence[Draft], now: datetime) -> list[int]:
-    """Insert outbound messages and their send work items, in order; returns the message ids."""
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """Outbound messages queued: their ids in order, and the sends leased to this process (LeaseOffer)."""
+
+    ids: list[int]
+    leased: list[Claimed]
+
+
+async def enqueue(tx: Tx, drafts: Sequence[Draft], now: datetime, offer: LeaseOffer | None = None) -> Queued:
+    """Insert outbound messages and their send work items, in order."""
     if not drafts:
-        return []
+        return Queued([], [])
     await lock_conversations(tx, (d.conversation_id for d in drafts))
     rows = [
         (
@@ -119,8 +127,10 @@ async def enqueue(tx: Tx, drafts: Sequence[Draft], now: datetime) -> list[int]:
             Base.metadata.tables["messages"], _OUTBOUND_COLUMNS, rows, returning="id"
         )
     )
-    await add_work(tx, SEND, [(d.conversation_id, mid) for d, mid in zip(drafts, ids, strict=True)], now)
-    return ids
+    leased = await add_work(
+        tx, SEND, [(d.conversation_id, mid) for d, mid in zip(drafts, ids, strict=True)], now, offer
+    )
+    return Queued(ids, leased)
 
 
 async def load_pending(tx: Tx, message_ids: Sequence[int]) -> dict[int, PendingSend]:
@@ -160,11 +170,18 @@ async def record_sent(tx: Tx, sent: Sequence[tuple[int, int, str]], now: datetim
         ],
     )
     # The simulator (and Meta) may deliver the "sent" receipt before this commit: apply it now.
-    early = await tx.fetch(
-        "SELECT number_id, provider_message_id, status, status_rank, errors FROM status_events"
-        " WHERE provider_message_id = ANY($1)",
-        [wamid for _, _, wamid in sent],
-    )
+    # (By number first: receipts are unique per number, wamid and status, and that index finds them.)
+    by_number: dict[int, list[str]] = {}
+    for _, number_id, wamid in sent:
+        by_number.setdefault(number_id, []).append(wamid)
+    early = []
+    for number_id, wamids in sorted(by_number.items()):
+        early += await tx.fetch(
+            "SELECT number_id, provider_message_id, status, status_rank, errors FROM status_events"
+            " WHERE number_id = $1 AND provider_message_id = ANY($2)",
+            number_id,
+            wamids,
+        )
     if early:
         await apply_status_events(tx, [(r[0], r[1], r[2], r[3], tx.json(r[4])) for r in early], now)
 

@@ -14,6 +14,7 @@ from warelay.inbox.store import (
     Claimed,
     Delivery,
     Inbox,
+    LeaseOffer,
     dead_letter_items,
     finish_items,
     promote_stranded,
@@ -69,7 +70,7 @@ async def test_lane_runs_one_item_at_a_time_in_order(engine: AsyncEngine, databa
     inbox = Inbox(database, conversation_expiry=timedelta(hours=24))
     msgs = [(number, _text(number, "111", f"w{i}", i)) for i in range(3)]
     other = [(number, _text(number, "222", "x0", 0))]
-    (result,) = await inbox.store([Delivery(messages=msgs + other)])
+    (result,) = (await inbox.store([Delivery(messages=msgs + other)])).results
     assert len(result.stored) == 4
     ids = {pid: message_id for pid, message_id, _ in result.stored}
     # Items are ordered by the users' timestamps: w0, x0, w1, w2; only lane heads are pending.
@@ -80,7 +81,7 @@ async def test_lane_runs_one_item_at_a_time_in_order(engine: AsyncEngine, databa
     first = next(c for c in claimed if c.conversation_id == result.stored[0][2])
     assert await _claim(inbox, "t", 10) == []
 
-    assert await database.write(finish_items, [first]) == {first.id}
+    assert (await database.write(finish_items, [first])).ours == {first.id}
     (nxt,) = await _claim(inbox, "t", 10)
     assert nxt.message_id == ids["w1"]
 
@@ -97,10 +98,10 @@ async def test_redelivery_in_one_batch_and_later_is_stored_once(
     number = await _number(engine)
     inbox = Inbox(database, conversation_expiry=timedelta(hours=24))
     msg = (number, _text(number, "111", "dup", 0))
-    results = await inbox.store([Delivery(messages=[msg]), Delivery(messages=[msg])])
+    results = (await inbox.store([Delivery(messages=[msg]), Delivery(messages=[msg])])).results
     assert [len(r.stored) for r in results] == [1, 0]
     assert results[1].duplicates == ("dup",)
-    (again,) = await inbox.store([Delivery(messages=[msg])])
+    (again,) = (await inbox.store([Delivery(messages=[msg])])).results
     assert again.stored == ()
     assert again.duplicates == ("dup",)
     assert await _states(engine) == ["pending"]
@@ -118,8 +119,8 @@ async def test_expired_lease_is_claimed_again_and_fences_the_old_owner(
     (new,) = await _claim(inbox, "b", 1)
     assert new.id == old.id
     assert new.attempts == 2
-    assert await database.write(finish_items, [old]) == set()  # the lapsed lease cannot finish it
-    assert await database.write(finish_items, [new]) == {new.id}
+    assert (await database.write(finish_items, [old])).ours == set()  # the lapsed lease cannot finish it
+    assert (await database.write(finish_items, [new])).ours == {new.id}
 
 
 async def test_stranded_lane_is_promoted(engine: AsyncEngine, database: Database) -> None:
@@ -131,3 +132,35 @@ async def test_stranded_lane_is_promoted(engine: AsyncEngine, database: Database
     assert await database.write(promote_stranded) == 1
     assert await database.write(promote_stranded) == 0
     assert await _states(engine) == ["dead", "pending"]
+
+
+async def test_new_lane_heads_are_leased_to_the_offering_process(
+    engine: AsyncEngine, database: Database
+) -> None:
+    number = await _number(engine)
+    inbox = Inbox(database, conversation_expiry=timedelta(hours=24))
+    msgs = [(number, _text(number, "111", f"w{i}", i)) for i in range(2)]
+    other = [(number, _text(number, "222", "x0", 0))]
+    stored = await inbox.store([Delivery(messages=msgs + other)], offer=LeaseOffer("me", seconds=30, limit=5))
+    # The two lane heads are ours at once (attempt 1); the second message of 111 waits behind its head.
+    assert [c.attempts for c in stored.leased] == [1, 1]
+    assert await _states(engine) == ["leased", "leased", "waiting"]
+    assert await _claim(inbox, "other") == []  # nothing left to claim
+
+    head = next(c for c in stored.leased if c.message_id == stored.results[0].stored[0][1])
+    finished = await database.write(finish_items, [head], LeaseOffer("me", seconds=30, limit=1))
+    assert finished.ours == {head.id}
+    (nxt,) = finished.leased  # the conversation's next message, leased to us in the same transaction
+    assert (nxt.conversation_id, nxt.attempts, finished.pending) == (head.conversation_id, 1, 0)
+
+
+async def test_an_offer_too_small_leases_nothing_and_leaves_work_ready(
+    engine: AsyncEngine, database: Database
+) -> None:
+    number = await _number(engine)
+    inbox = Inbox(database, conversation_expiry=timedelta(hours=24))
+    msgs = [(number, _text(number, f"{i}", f"w{i}", i)) for i in range(3)]
+    stored = await inbox.store([Delivery(messages=msgs)], offer=LeaseOffer("me", seconds=30, limit=2))
+    assert stored.leased == []  # all or nothing: three new heads, room for two
+    assert await _states(engine) == ["pending", "pending", "pending"]
+    assert len(await _claim(inbox, "other")) == 3
