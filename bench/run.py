@@ -522,7 +522,8 @@ def phase_figures(stack: Stack, run: PhaseRun, *, expect_echo: bool) -> Figures:
                     else None
                 ),
                 "per_process_s": run.cpu_s,
-                # aiosqlite runs SQLite in threads of its own; pyinstrument sees only the event loop thread.
+                # SQLite runs on the event loop unless its lock is busy (then in a thread); pyinstrument
+                # sees only the event loop thread.
                 "warelay_threads_s": run.threads_s,
                 "machine_busy_fraction": run.machine_busy,
                 "other_processes_s": run.other_cpu_s,
@@ -865,9 +866,9 @@ def profile(
         f"# profiled run (slowed by sampling): {json.dumps(headline(profiled))}\n"
         "# Sampled wall time of each process's main thread (the event loop). The loop's own frame\n"
         "# (Runner.run [self]) is uvloop's C code: the selector's wait when idle, socket I/O and callback\n"
-        "# dispatch when busy. SQLAlchemy statements run in greenlets, which pyinstrument shows as separate\n"
-        "# roots (Connection.execute ...). Other threads (aiosqlite runs SQLite in threads of its own) are\n"
-        "# not sampled: the JSON's cpu.warelay_threads_s gives their share of the CPU."
+        "# dispatch when busy. The message path's SQLite transactions run on the loop (storage/direct.py);\n"
+        "# other threads (SQLite when its lock is busy, SQLAlchemy's aiosqlite for set-up and the API)\n"
+        "# are not sampled: the JSON's cpu.warelay_threads_s gives their share of the CPU."
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     text = render_profile(profiled["_sessions"], header)
