@@ -84,6 +84,20 @@ async def test_order_within_a_conversation_and_no_blocking_across(db_url: str) -
         assert [t.split()[1] for t in slow] == ["m0", "m1", "m2", "m3", "m4"]
 
 
+async def test_work_beyond_what_the_workers_can_take_is_claimed_later(db_url: str) -> None:
+    # One turn and one send at a time: most work cannot be handed over as it is created (the
+    # offers are too small) and waits for a claim; all of it is answered once, in order.
+    async with run_stack(db_url, worker={"agent_concurrency": 1, "send_concurrency": 1}) as stack:
+        users = [f"1555123005{i}" for i in range(4)]
+        for round_ in range(3):
+            for user in users:
+                await stack.simulator.user_sends(user, f"r{round_}")
+        for user in users:
+            replies = await stack.replies_to(user, 3)
+            assert replies == ["echo: r0", "echo: r1", "echo: r2"]
+        assert stack.simulator.rejected == []
+
+
 async def test_transient_graph_errors_are_retried(db_url: str) -> None:
     async with run_stack(db_url) as stack:
         stack.simulator.faults.fail_next(1, 429, 130429)
