@@ -1,19 +1,22 @@
 """Workers: run turns (inbound message → agent → outbox) and sends (outbox → channel).
 
-Where it sits: after the inbox. A :class:`TurnWorker` claims turn work items (the oldest
+Where it sits: after the inbox. A :class:`TurnWorker` takes turn work items (the oldest
 unfinished one of each conversation, so replies keep the user's order while conversations run
-concurrently), loads them in a few queries, shows the read receipt and typing indicator, calls the
-agent under a timeout and a concurrency bound, and commits the replies as outbox rows together
-with the end of the turn (group commit). Failures retry with exponential backoff and jitter; after
-the last attempt the turn is dead-lettered and the user gets the fallback message.
+concurrently) — handed over by the transaction that created them when it ran in this process
+(:meth:`_Loop.offer` / :meth:`_Loop.adopt`, see ``inbox.store.LeaseOffer``), claimed otherwise —
+loads them in a few queries, shows the read receipt and typing indicator, calls the agent under a
+timeout and a concurrency bound, and commits the replies as outbox rows together with the end of
+the turn (group commit), handing their sends to this process's :class:`SendWorker`. Failures
+retry with exponential backoff and jitter; after the last attempt the turn is dead-lettered and
+the user gets the fallback message.
 
-A :class:`SendWorker` claims send work items the same way, paces each number to its throughput
+A :class:`SendWorker` takes send work items the same way, paces each number to its throughput
 tier, calls the channel and records the provider's message id. Transient errors retry (a recipient
 who hit the pair rate limit backs off alone, because later sends of a conversation wait for
 earlier ones); permanent errors mark the message failed.
 
-Both stop gracefully: on shutdown they stop claiming, give in-flight work ``grace`` seconds to
-finish and hand the rest back to the queue.
+Both stop gracefully: on shutdown they stop claiming and taking hand-overs, give in-flight work
+``grace`` seconds to finish and hand the rest back to the queue.
 """
 
 from __future__ import annotations
