@@ -268,7 +268,9 @@ class _Sqlite:
     """Where SQLite transactions run: on the event loop when the lock is free, else in a thread.
 
     Inline, a transaction costs its statements and nothing else (SQLite answers in microseconds;
-    the commit's fsync is a fraction of a millisecond). Threads would add a hop per transaction
+    the commit's fsync is a fraction of a millisecond on an SSD — on a disk whose fsync takes
+    milliseconds the loop waits that long per commit, which group commit spreads over many
+    deliveries under load; PostgreSQL is the answer for such hosts). Threads would add a hop per transaction
     and, worse, a GIL convoy: sqlite3 releases the GIL around every statement, and a busy event
     loop hands it back only after the switch interval (5 ms), so a 10-statement transaction in a
     thread could take 50 ms. The inline connections never wait for a lock, though: when another
