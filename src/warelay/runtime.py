@@ -91,9 +91,8 @@ class Runtime:
     async def _store(self, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
         # With workers here, the new turns are leased to them as they are stored (no claim needed).
         stored = await self.inbox.store(deliveries, offer=self.turns.offer() if self.run_workers else None)
-        self.turns.adopt(stored.leased)
-        if sum(len(r.stored) for r in stored.results) > len(stored.leased):
-            self.turns.wake()
+        stored_count = sum(len(r.stored) for r in stored.results)
+        self.turns.hand_over(stored.leased, left=stored_count - len(stored.leased))
         return stored.results
 
     async def store(self, delivery: Delivery) -> DeliveryResult:

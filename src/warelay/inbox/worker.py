@@ -157,8 +157,14 @@ class _Loop(abc.ABC):
             else None
         )
 
-    def adopt(self, leased: Sequence[Claimed]) -> None:
-        """Run items a transaction leased to this worker (no claim needed)."""
+    def hand_over(self, leased: Sequence[Claimed], *, left: int = 0) -> None:
+        """Take what a transaction created: run the items it leased to this worker (no claim needed).
+
+        ``left`` counts items it created without a lease: the worker claims at once instead of at
+        its next poll.
+        """
+        if left:
+            self.wake()
         if not leased:
             return
         self._adopting += len(leased)
@@ -168,9 +174,6 @@ class _Loop(abc.ABC):
 
     async def _adopt(self, leased: list[Claimed]) -> None:
         try:
-            if self._stopping:
-                await self.inbox.release(leased)
-                return
             loaded = await self.db.read(self._load, leased)
             if self._stopping:
                 await self.inbox.release(leased)
@@ -229,7 +232,7 @@ class _Loop(abc.ABC):
 
     @abc.abstractmethod
     async def _load(self, tx: Tx, claimed: list[Claimed]) -> Any:
-        """Read what the claimed items need, in the claiming transaction (on SQLite: in a database thread)."""
+        """Read what the items need (in the claiming transaction, or on their own for hand-overs)."""
 
     @abc.abstractmethod
     async def _dispatch(self, claimed: list[Claimed], loaded: Any) -> None:
@@ -388,9 +391,7 @@ class TurnWorker(_Loop):
             turn_message_id=item.message_id,
         )
         queued = await self.db.write(enqueue, [draft], utcnow(), self.sender.offer())
-        self.sender.adopt(queued.leased)
-        if len(queued.leased) < len(queued.ids):
-            self.sender.wake()
+        self.sender.hand_over(queued.leased, left=queued.left)
 
     def _show_activity(self, number: NumberInfo, wamid: str) -> None:
         out = self.settings.outbound
@@ -449,12 +450,8 @@ class TurnWorker(_Loop):
         finished, queued = await self.db.write(
             _complete_turns, done, utcnow(), turns=self.offer(), sends=self.sender.offer()
         )
-        self.adopt(finished.leased)
-        self.sender.adopt(queued.leased)
-        if finished.pending:
-            self.wake()
-        if len(queued.leased) < len(queued.ids):
-            self.sender.wake()
+        self.hand_over(finished.leased, left=finished.pending)
+        self.sender.hand_over(queued.leased, left=queued.left)
         return [d.item.id in finished.ours for d in done]
 
 
@@ -577,10 +574,10 @@ class SendWorker(_Loop):
 
     async def _complete(self, done: Sequence[_SendDone]) -> list[bool]:
         ours, finished = await self.db.write(_complete_sends, done, utcnow(), self.offer())
-        self.adopt(finished.leased)  # each conversation's next reply, leased to us in the same transaction
+        # Each conversation's next reply was leased to us in the same transaction; a failure may
+        # have promoted one for anybody.
         failed = sum(1 for d in done if d.wamid is None)
-        if finished.pending or failed:
-            self.wake()
+        self.hand_over(finished.leased, left=finished.pending + failed)
         if failed:
             self.metrics.dead_letters.labels(SEND).inc(failed)
         return [d.item.id in ours for d in done]

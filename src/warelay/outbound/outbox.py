@@ -96,6 +96,11 @@ class Queued:
     ids: list[int]
     leased: list[Claimed]
 
+    @property
+    def left(self) -> int:
+        """Sends queued but not leased to this process: any worker's to claim."""
+        return len(self.ids) - len(self.leased)
+
 
 async def enqueue(tx: Tx, drafts: Sequence[Draft], now: datetime, offer: LeaseOffer | None = None) -> Queued:
     """Insert outbound messages and their send work items, in order."""

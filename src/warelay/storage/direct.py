@@ -270,12 +270,12 @@ class _Sqlite:
     Inline, a transaction costs its statements and nothing else (SQLite answers in microseconds;
     the commit's fsync is a fraction of a millisecond on an SSD — on a disk whose fsync takes
     milliseconds the loop waits that long per commit, which group commit spreads over many
-    deliveries under load; PostgreSQL is the answer for such hosts). Threads would add a hop per transaction
-    and, worse, a GIL convoy: sqlite3 releases the GIL around every statement, and a busy event
-    loop hands it back only after the switch interval (5 ms), so a 10-statement transaction in a
-    thread could take 50 ms. The inline connections never wait for a lock, though: when another
-    connection (the SQLAlchemy engine, another process) holds it, the transaction goes to a thread
-    that waits, and the event loop keeps serving.
+    deliveries under load; PostgreSQL is the answer for such hosts). Threads would add a hop per
+    transaction and, worse, a GIL convoy: sqlite3 releases the GIL around every statement, and a
+    busy event loop hands it back only after the switch interval (5 ms), so a 10-statement
+    transaction in a thread could take 50 ms. The inline connections never wait for a lock,
+    though: when another connection (the SQLAlchemy engine, another process) holds it, the
+    transaction goes to a thread that waits, and the event loop keeps serving.
     """
 
     def __init__(self, path: str, *, synchronous: str, readers: int) -> None:
@@ -335,13 +335,20 @@ def _pg_count(status: str) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def _pg_insert(table: Table, columns: tuple[str, ...], suffix: str, returning: str) -> str:
-    """``INSERT … SELECT FROM unnest(arrays)``: one statement (one plan) for any number of rows."""
+def _pg_insert(
+    table: Table, columns: tuple[str, ...], suffix: str, returning: str
+) -> tuple[str, tuple[bool, ...]]:
+    """``INSERT … SELECT FROM unnest(arrays)``: one statement (one plan) for any number of rows.
+
+    Also says which columns are JSON: their values go in as text and are cast in the statement.
+    """
     arrays = []
     selects = []
+    json_columns = []
     for i, name in enumerate(columns, start=1):
         pg_type = table.c[name].type.compile(dialect=_PG)
-        if pg_type in ("JSON", "JSONB"):
+        json_columns.append(pg_type in ("JSON", "JSONB"))
+        if json_columns[-1]:
             arrays.append(f"${i}::text[]")
             selects.append(f"c{i}::jsonb")
         else:
@@ -354,7 +361,7 @@ def _pg_insert(table: Table, columns: tuple[str, ...], suffix: str, returning: s
         f"SELECT {', '.join(selects)} FROM unnest({', '.join(arrays)}) WITH ORDINALITY AS u({aliases}, ord) "
         f"ORDER BY ord {suffix}"
     )
-    return f"{query} RETURNING {returning}" if returning else query
+    return (f"{query} RETURNING {returning}" if returning else query), tuple(json_columns)
 
 
 def _json_text(value: Any) -> str | None:
@@ -395,8 +402,7 @@ class PostgresTx(Tx):
         """One ``INSERT … SELECT FROM unnest(…)`` for all rows."""
         if not rows:
             return []
-        query = _pg_insert(table, tuple(columns), suffix, returning)
-        json_columns = [table.c[name].type.compile(dialect=_PG) in ("JSON", "JSONB") for name in columns]
+        query, json_columns = _pg_insert(table, tuple(columns), suffix, returning)
         arrays = [
             [_json_text(row[i]) for row in rows] if is_json else [row[i] for row in rows]
             for i, is_json in enumerate(json_columns)
