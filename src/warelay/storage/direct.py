@@ -15,9 +15,9 @@ out of string literals and write other casts as ``CAST(x AS type)``; statements 
 (full-text search) are written once per engine.
 
 On PostgreSQL the function runs on the event loop over an asyncpg connection. On SQLite the
-``Tx`` never suspends, so the coroutine completes in one step, synchronously: on the event loop
-when the database lock is free (see :class:`_Sqlite` for why not in a thread), in a thread that
-may wait for the lock when another connection holds it.
+``Tx`` never suspends, so the coroutine completes in one step, synchronously, on the event loop
+(see :class:`_Sqlite` for why not in a thread, and how a lock held by another connection is
+waited for).
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ import asyncio
 import functools
 import re
 import sqlite3
-import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -236,36 +234,12 @@ def _finish(conn: sqlite3.Connection, fn: Callable[..., Coroutine[Any, Any, R]],
     return result
 
 
-class _SqliteThreads:
-    """A thread pool whose threads each own one sqlite3 connection (waiting up to 30 s for locks)."""
-
-    def __init__(self, path: str, *, threads: int, synchronous: str, name: str) -> None:
-        self.path = path
-        self.synchronous = synchronous
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-
-    def run(self, begin: str, fn: Callable[..., Coroutine[Any, Any, R]], args: Any, kwargs: Any) -> R:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = _connect(self.path, synchronous=self.synchronous, busy_ms=30_000)
-            with self._lock:
-                self._all.append(conn)
-        conn.execute(begin)
-        return _finish(conn, fn, args, kwargs)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
+_FIRST_RETRY_S = 0.0005
+_MAX_RETRY_S = 0.005
 
 
 class _Sqlite:
-    """Where SQLite transactions run: on the event loop when the lock is free, else in a thread.
+    """SQLite transactions, run on the event loop; a lock held elsewhere is waited for on the loop.
 
     Inline, a transaction costs its statements and nothing else (SQLite answers in microseconds;
     the commit's fsync is a fraction of a millisecond on an SSD — on a disk whose fsync takes
@@ -273,17 +247,23 @@ class _Sqlite:
     deliveries under load; PostgreSQL is the answer for such hosts). Threads would add a hop per
     transaction and, worse, a GIL convoy: sqlite3 releases the GIL around every statement, and a
     busy event loop hands it back only after the switch interval (5 ms), so a 10-statement
-    transaction in a thread could take 50 ms. The inline connections never wait for a lock,
-    though: when another connection (the SQLAlchemy engine, another process) holds it, the
-    transaction goes to a thread that waits, and the event loop keeps serving.
+    transaction in a thread could take 50 ms.
+
+    The connection never waits inside SQLite (busy timeout 0): when another connection holds the
+    write lock (another warelay process, the SQLAlchemy engine), ``BEGIN IMMEDIATE`` fails at once
+    and the transaction tries again after a short asynchronous sleep (0.5 ms, growing to 5 ms), so
+    the event loop keeps serving. SQLite's own busy handler would sleep 1, 2, 5, 10, 15, 20 and
+    25 ms between tries while other processes' transactions hold the lock for about a millisecond
+    each, which made webhook acknowledgements wait tens of milliseconds with worker processes
+    writing beside ``serve``. Reads rarely meet a lock in WAL mode (a checkpoint or recovery of
+    the WAL index); they retry the same way, and run again from the start.
     """
 
-    def __init__(self, path: str, *, synchronous: str, readers: int) -> None:
+    def __init__(self, path: str, *, synchronous: str, lock_wait_seconds: float) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.lock_wait_seconds = lock_wait_seconds
         self._conn: sqlite3.Connection | None = None
-        self.writers = _SqliteThreads(path, threads=1, synchronous=synchronous, name="sqlite-w")
-        self.readers = _SqliteThreads(path, threads=readers, synchronous=synchronous, name="sqlite-r")
 
     def _inline(self) -> sqlite3.Connection:
         # One connection for the loop's reads and writes: they run one after another anyway, and
@@ -294,33 +274,37 @@ class _Sqlite:
         return self._conn
 
     async def write(self, fn: Callable[..., Coroutine[Any, Any, R]], args: Any, kwargs: Any) -> R:
-        conn = self._inline()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if not _busy(exc):
-                raise
-        else:  # the write lock is ours: nothing below waits for another connection
-            return _finish(conn, fn, args, kwargs)
-        return await asyncio.get_running_loop().run_in_executor(
-            self.writers.pool, functools.partial(self.writers.run, "BEGIN IMMEDIATE", fn, args, kwargs)
-        )
+        return await self._run("BEGIN IMMEDIATE", fn, args, kwargs)
 
     async def read(self, fn: Callable[..., Coroutine[Any, Any, R]], args: Any, kwargs: Any) -> R:
-        conn = self._inline()
-        try:
-            conn.execute("BEGIN")
-            return _finish(conn, fn, args, kwargs)
-        except sqlite3.OperationalError as exc:  # reads are safe to run again, wherever they stopped
-            if not _busy(exc):
-                raise
-        return await asyncio.get_running_loop().run_in_executor(
-            self.readers.pool, functools.partial(self.readers.run, "BEGIN", fn, args, kwargs)
-        )
+        return await self._run("BEGIN", fn, args, kwargs)
+
+    async def _run(self, begin: str, fn: Callable[..., Coroutine[Any, Any, R]], args: Any, kwargs: Any) -> R:
+        delay = _FIRST_RETRY_S
+        deadline: float | None = None
+        while True:
+            conn = self._inline()
+            try:
+                conn.execute(begin)
+                # A write holds the write lock from here on, so only its BEGIN can be refused; a
+                # read takes its WAL read lock at its first statement and, refused, changed
+                # nothing. Either way it is rolled back and safe to run again.
+                return _finish(conn, fn, args, kwargs)
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
+            loop = asyncio.get_running_loop()
+            if deadline is None:
+                deadline = loop.time() + self.lock_wait_seconds
+            elif loop.time() > deadline:
+                waited = f"{self.lock_wait_seconds:g} s"
+                raise sqlite3.OperationalError(
+                    f"database is locked: another connection held it for over {waited}"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_RETRY_S)
 
     def close(self) -> None:
-        self.writers.close()
-        self.readers.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -443,7 +427,12 @@ class Database:
     """Runs transactions of the message path on SQLite or PostgreSQL (see the module docstring)."""
 
     def __init__(
-        self, url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 20, readers: int = 1
+        self,
+        url: str,
+        *,
+        sqlite_synchronous: str = "FULL",
+        pool_size: int = 20,
+        lock_wait_seconds: float = 30.0,
     ) -> None:
         parsed = make_url(url)
         self.postgres = parsed.get_backend_name() == "postgresql"
@@ -457,7 +446,7 @@ class Database:
         if not database or database == ":memory:":
             raise ValueError("warelay needs a SQLite database file (several connections share it)")
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self._sqlite = _Sqlite(database, synchronous=sqlite_synchronous, readers=readers)
+        self._sqlite = _Sqlite(database, synchronous=sqlite_synchronous, lock_wait_seconds=lock_wait_seconds)
 
     @property
     def dialect(self) -> str:
@@ -500,4 +489,4 @@ class Database:
                 await self._pool.close()
                 self._pool = None
             return
-        await asyncio.get_running_loop().run_in_executor(None, self._sqlite.close)
+        self._sqlite.close()

@@ -82,7 +82,7 @@ async def test_sqlite_transaction_may_only_await_its_tx(sqlite_url: str) -> None
         await db.close()
 
 
-async def test_sqlite_write_waits_for_a_foreign_lock_off_the_event_loop(sqlite_url: str) -> None:
+async def test_sqlite_write_waits_for_a_foreign_lock_without_blocking_the_event_loop(sqlite_url: str) -> None:
     db = Database(sqlite_url)
     path = make_url(sqlite_url).database
     assert path is not None
@@ -90,13 +90,31 @@ async def test_sqlite_write_waits_for_a_foreign_lock_off_the_event_loop(sqlite_u
     try:
         holder.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
         write = asyncio.create_task(db.write(_insert, ["waited"]))
-        await asyncio.sleep(0.2)  # the event loop runs on while the write waits in its thread
+        # The event loop runs on while the write waits (were it blocked, this test's own commit
+        # below could never run).
+        await asyncio.sleep(0.2)
         assert not write.done()
         holder.execute("COMMIT")
         assert [name for _, name in await asyncio.wait_for(write, timeout=10)] == ["waited"]
         # With the lock free again, writes and reads run inline.
         assert [name for _, name in await db.write(_insert, ["inline"])] == ["inline"]
         assert await db.read(_names, ["waited", "inline"]) == ["waited", "inline"]
+    finally:
+        holder.close()
+        await db.close()
+
+
+async def test_sqlite_write_gives_up_when_a_foreign_lock_is_held_too_long(sqlite_url: str) -> None:
+    db = Database(sqlite_url, lock_wait_seconds=0.3)
+    path = make_url(sqlite_url).database
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match=r"held it for over 0\.3 s"):
+            await db.write(_insert, ["never"])
+        holder.execute("COMMIT")
+        assert await db.read(_names, ["never"]) == []
     finally:
         holder.close()
         await db.close()
