@@ -25,6 +25,7 @@ from warelay.api.intake import WebhookIntake, content_length_refusal
 from warelay.api.routes import health, inspect, webhooks
 from warelay.config import Settings
 from warelay.runtime import Runtime
+from warelay.supervisor import WorkerProcesses
 
 log = logging.getLogger("warelay.api")
 
@@ -68,8 +69,9 @@ def create_app(
     *,
     run_workers: bool | None = None,
     migrate: bool = True,
+    worker_processes: WorkerProcesses | None = None,
 ) -> FastAPI:
-    """Build the application; its runtime starts and stops with the app's lifespan."""
+    """Build the application; its runtime (and worker processes, if any) start and stop with its lifespan."""
     settings.check_serving()
     runtime = Runtime(settings, run_workers=run_workers, migrate=migrate)
 
@@ -77,7 +79,13 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
         try:
-            yield
+            if worker_processes is not None:  # after the set-up they rely on
+                await worker_processes.start()
+            try:
+                yield
+            finally:
+                if worker_processes is not None:
+                    await worker_processes.stop()
         finally:
             await runtime.stop()
 

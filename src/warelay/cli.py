@@ -113,19 +113,38 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+WORKER_GRACE = 30.0  # seconds a worker process's in-flight work may take to finish when it is stopped
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default WARELAY_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default WARELAY_PORT).")] = None,
     workers: Annotated[bool, typer.Option(help="Run workers in this process.")] = True,
+    worker_processes: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=64,
+            help="Run the workers in this many processes beside this one, which keeps the webhooks and "
+            "the API (default WARELAY_WORKER__PROCESSES, 0: workers run in this process). One process "
+            "uses one core: with N cores, N-1 or N worker processes.",
+        ),
+    ] = None,
 ) -> None:
-    """Receive webhooks and serve the API (with in-process workers unless --no-workers)."""
+    """Receive webhooks and serve the API, with workers in this process or in worker processes."""
     import uvicorn
 
     from warelay.app import create_app
+    from warelay.supervisor import WorkerProcesses, relaunch_command
 
     settings = _settings()
-    application = create_app(settings, run_workers=workers)
+    processes = settings.worker.processes if worker_processes is None else worker_processes
+    supervisor = None
+    if processes:
+        command = relaunch_command("worker", "--supervised", "--grace", str(WORKER_GRACE))
+        supervisor = WorkerProcesses(command, processes, grace=WORKER_GRACE)
+    application = create_app(settings, run_workers=workers and not processes, worker_processes=supervisor)
     tune_gc()
     uvicorn.run(
         application,
@@ -141,25 +160,37 @@ def serve(
 def worker(
     grace: Annotated[
         float, typer.Option(help="Seconds in-flight work may take to finish on SIGTERM.")
-    ] = 30.0,
+    ] = WORKER_GRACE,
+    supervised: Annotated[
+        bool,
+        typer.Option(
+            hidden=True,
+            help="Started by `warelay serve --worker-processes`: skip the set-up serve did, and stop "
+            "when serve is gone.",
+        ),
+    ] = False,
 ) -> None:
     """Run workers only (turns and sends), e.g. as extra processes beside `warelay serve`."""
     from warelay.runtime import Runtime
+    from warelay.supervisor import exit_with_parent
 
     settings = _settings()
     settings.check_serving()
 
     async def run() -> None:
-        runtime = Runtime(settings, run_workers=True)
+        runtime = Runtime(settings, run_workers=True, migrate=not supervised, setup=not supervised)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        watch = asyncio.create_task(exit_with_parent(stop)) if supervised else None
         await runtime.start()
         tune_gc()
         console.print(f"warelay worker {runtime.turns.owner} running; SIGTERM stops it")
         await stop.wait()
         await runtime.stop(grace)
+        if watch is not None:
+            await watch
 
     _run(run())
 

@@ -98,6 +98,8 @@ class WorkerSettings(_Section):
     """The queue: concurrency, leases, retries."""
 
     enabled: bool = True
+    # Worker processes `warelay serve` starts beside itself (0: its workers run in its own process).
+    processes: int = Field(default=0, ge=0, le=64)
     agent_concurrency: int = Field(default=512, ge=1, le=100_000)
     send_concurrency: int = Field(default=256, ge=1, le=100_000)
     lease_seconds: float = Field(default=90, ge=5, le=3600)

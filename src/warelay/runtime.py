@@ -50,10 +50,13 @@ class Runtime:
         *,
         run_workers: bool | None = None,
         migrate: bool = True,
+        setup: bool = True,
     ) -> None:
         self.settings = settings
         self.run_workers = settings.worker.enabled if run_workers is None else run_workers
         self.migrate = migrate
+        # Worker processes started by serve skip the set-up serve has just done.
+        self.setup = setup
         self.metrics = Metrics()
         self.box = SecretBox(settings.secret_keys)
         # SQLAlchemy serves set-up, numbers and the API; the message path has its own connections
@@ -100,11 +103,12 @@ class Runtime:
         return await self.intake.submit(delivery)
 
     async def start(self) -> None:
-        """Migrate, configure the env number, load numbers, start workers and housekeeping."""
+        """Migrate, set up the env number and knowledge folder, load numbers, start workers, housekeeping."""
         if self.migrate:
             await upgrade(self.engine)
-        await upsert_env_number(self.engine, self.box, self.settings)
-        await self._load_knowledge_dir()
+        if self.setup:
+            await upsert_env_number(self.engine, self.box, self.settings)
+            await self._load_knowledge_dir()
         await self.registry.load()
         if self.run_workers:
             self._tasks.append(asyncio.create_task(self.turns.run(), name="turn-worker"))

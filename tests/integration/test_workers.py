@@ -1,4 +1,5 @@
-"""Separate worker processes: crash recovery after SIGKILL, and several workers sharing PostgreSQL."""
+"""Separate worker processes: crash recovery after SIGKILL, several workers sharing the database, and
+the worker processes `warelay serve --worker-processes` supervises."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from tests.integration.stack import Stack, run_stack, settings_env
+from tests.integration.stack import Stack, free_port, run_stack, settings_env
 from warelay.storage.models import WorkItem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,3 +103,103 @@ async def test_three_postgres_workers_answer_each_message_once_in_order(db_url: 
         for u in range(users):
             texts = [m.text for m in stack.simulator.messages_to(f"1555125{u:04d}")]
             assert texts == [f"echo: u{u} m{i}" for i in range(per_user)], texts
+
+
+@contextmanager
+def serve_process(stack: Stack, log: Path, *args: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`warelay serve ARGS` (with the test agent) configured like ``stack``, logging to ``log``."""
+    environment = {**os.environ, **settings_env(stack.settings), "WARELAY_LOG_LEVEL": "INFO", **env}
+    argv = [sys.executable, "-m", "tests.integration.worker_main", "serve", "--port", str(free_port()), *args]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except FileNotFoundError:
+        return set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; its parent has not collected it yet
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
+async def _until(check: Callable[[], bool], what: str, log: Path, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen within {within} s:\n{_tail(log)}"
+        await asyncio.sleep(0.05)
+
+
+def _running_workers(log: Path) -> int:
+    return log.read_text(errors="replace").count("running; SIGTERM stops it")
+
+
+async def _conversation(stack: Stack, user: str, texts: list[str]) -> None:
+    for text in texts:
+        await stack.simulator.user_sends(user, text)
+    replies = await stack.replies_to(user, len(texts), timeout=30)
+    assert replies == [f"echo: {text}" for text in texts]
+
+
+async def test_serve_supervises_its_worker_processes(db_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    # The test stack takes the webhooks and runs no workers: every answer below comes from the worker
+    # processes of the `serve` process started here.
+    async with run_stack(db_url, run_workers=False) as stack:
+        with serve_process(stack, log, "--worker-processes", "2") as serve:
+            await _until(
+                lambda: _running_workers(log) == 2 and len(_children(serve.pid)) == 2, "2 workers", log
+            )
+            first = _children(serve.pid)
+            await asyncio.gather(
+                *(_conversation(stack, f"155512600{u}", [f"u{u} m{i}" for i in range(3)]) for u in range(4))
+            )
+
+            doomed = min(first)
+            os.kill(doomed, signal.SIGKILL)
+            # The supervisor starts a new worker in its place (after a 1 s pause).
+            await _until(
+                lambda: len(_children(serve.pid) - first) == 1 and _running_workers(log) == 3,
+                "a restart",
+                log,
+            )
+            assert _children(serve.pid) == (first - {doomed}) | (_children(serve.pid) - first)
+            await _conversation(stack, "1555126010", ["after the restart"])
+
+            serve.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(serve.wait, 60)
+            # uvicorn ends by re-raising the signal that stopped it, once everything has shut down.
+            assert code in (0, -signal.SIGTERM), _tail(log)
+            assert not any(_alive(pid) for pid in first | _children(serve.pid))
+            text = _tail(log)
+            assert "exited with status -9; restarting it" in text
+            assert "worker processes stopped" in text
+        assert len(stack.simulator.sent) == 4 * 3 + 1
+
+
+async def test_worker_processes_stop_when_serve_dies(db_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    async with run_stack(db_url, run_workers=False) as stack:
+        with serve_process(stack, log, WARELAY_WORKER__PROCESSES="1") as serve:
+            await _until(lambda: _running_workers(log) == 1, "the worker", log)
+            (orphan,) = _children(serve.pid)
+            serve.kill()  # no chance to stop its workers
+            serve.wait()
+            await _until(lambda: not _alive(orphan), "the orphaned worker stopping", log, within=20)
+            assert "serve process that started this worker is gone" in _tail(log)

@@ -1,0 +1,132 @@
+"""Worker processes that ``warelay serve --worker-processes N`` runs beside itself.
+
+Where it sits: around the workers. One Python process runs one event loop, so one process uses
+one core; with worker processes, ``serve`` keeps the webhook intake and the API and each worker
+process runs turns and sends (``warelay worker --supervised``), claiming them from the shared
+database. Intake then never queues behind agent work, and turns use every core.
+
+The supervisor starts the processes once ``serve`` has done the set-up (migrations, the
+env-configured number, the knowledge folder), restarts one that exits (after 1 s, doubling to
+30 s while it keeps failing quickly), and on shutdown sends each SIGTERM — they finish or hand
+back their in-flight work — and kills those still running after their grace period. The workers
+run in their own session, so a Ctrl+C in the terminal reaches ``serve`` alone and they stop in
+that order; a worker whose ``serve`` died without stopping it (SIGKILL) notices that its parent
+changed and stops by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+log = logging.getLogger("warelay.supervisor")
+
+FIRST_RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 30.0
+STABLE_AFTER = 60.0  # a worker that ran this long before exiting is restarted after the first delay
+
+
+def relaunch_command(*args: str) -> list[str]:
+    """The command that started this process (interpreter, options, script or ``-m`` module), with ``args``.
+
+    ``sys.orig_argv`` ends with ``sys.argv[1:]``; what comes before is how this program was
+    started, so a worker process starts the same way — the same virtual environment, the same
+    entry point (with the agent kinds it registers) — whether that was the ``warelay`` script or
+    ``python -m …``.
+    """
+    head = list(sys.orig_argv[: len(sys.orig_argv) - len(sys.argv) + 1])
+    head[0] = sys.executable or head[0]
+    return [*head, *args]
+
+
+class WorkerProcesses:
+    """``count`` copies of ``command``, kept running until :meth:`stop`."""
+
+    def __init__(self, command: Sequence[str], count: int, *, grace: float = 30.0) -> None:
+        if count < 1:
+            raise ValueError("WorkerProcesses needs at least one process")
+        self.command = list(command)
+        self.count = count
+        self.grace = grace
+        self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the workers running now."""
+        return [p.pid for p in self._procs.values() if p.returncode is None]
+
+    async def start(self) -> None:
+        """Start the workers and keep them running."""
+        for slot in range(self.count):
+            self._tasks.append(asyncio.create_task(self._keep(slot), name=f"worker-process-{slot}"))
+        log.info("started %d worker processes", self.count)
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        # A session of their own: a terminal's Ctrl+C goes to serve, which stops them in order.
+        return await asyncio.create_subprocess_exec(*self.command, start_new_session=True)
+
+    async def _keep(self, slot: int) -> None:
+        loop = asyncio.get_running_loop()
+        delay = FIRST_RESTART_DELAY
+        while not self._stopping:
+            try:
+                proc = await self._spawn()
+            except OSError:
+                log.exception("worker process %d could not be started; trying again in %.0f s", slot, delay)
+            else:
+                self._procs[slot] = proc
+                started = loop.time()
+                code = await proc.wait()
+                if self._stopping:
+                    return
+                if loop.time() - started >= STABLE_AFTER:
+                    delay = FIRST_RESTART_DELAY
+                log.error(
+                    "worker process %d (pid %d) exited with status %s; restarting it in %.0f s",
+                    slot,
+                    proc.pid,
+                    code,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RESTART_DELAY)
+
+    async def stop(self) -> None:
+        """SIGTERM every worker, wait for them (their grace period and 5 s more), kill what is left."""
+        self._stopping = True
+        for task in self._tasks:  # no restarts from here on
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        running = [p for p in self._procs.values() if p.returncode is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        if running:
+            waits = [asyncio.create_task(p.wait()) for p in running]
+            _, late = await asyncio.wait(waits, timeout=self.grace + 5)
+            for proc in running:
+                if proc.returncode is None:
+                    log.warning("worker process %d did not stop in time; killing it", proc.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+            if late:
+                await asyncio.gather(*late)
+        log.info("worker processes stopped")
+
+
+async def exit_with_parent(stop: asyncio.Event, *, every: float = 1.0) -> None:
+    """Set ``stop`` once this process's parent has gone (the process was re-parented)."""
+    parent = os.getppid()
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.warning("the serve process that started this worker is gone; stopping")
+            stop.set()
+            return
+        await asyncio.sleep(every)
