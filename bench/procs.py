@@ -137,7 +137,7 @@ class Proc:
             stderr=self._log,
         )
         self.ps = psutil.Process(self.popen.pid)
-        self._peak_kb = 0
+        self._peaks: dict[int, int] = {}  # pid → VmHWM in KiB
         self._final_cpu: float | None = None
 
     @property
@@ -171,16 +171,21 @@ class Proc:
         main = sum(t.user_time + t.system_time for t in threads if t.id == self.pid)
         return main, max(0.0, total.user + total.system - main)
 
-    def peak_rss_kb(self) -> int:
-        """Peak resident set size (VmHWM) of the process and its children, in KiB, as seen so far."""
-        peak = 0
+    def peak_rss_kb(self) -> dict[str, int]:
+        """Peak resident set size (VmHWM) in KiB, as seen so far, of the process and of each child process.
+
+        The process is reported under its own name, its children (the worker processes of ``serve
+        --worker-processes``) as ``<name>: child <n>`` in the order they were first seen.
+        """
         for p in self._tree():
             with contextlib.suppress(OSError, psutil.NoSuchProcess):
                 for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
-                        peak += int(line.split()[1])
-        self._peak_kb = max(self._peak_kb, peak)
-        return self._peak_kb
+                        self._peaks[p.pid] = max(self._peaks.get(p.pid, 0), int(line.split()[1]))
+        named = {self.name: self._peaks.get(self.pid, 0)}
+        children = [pid for pid in self._peaks if pid != self.pid]
+        named.update({f"{self.name}: child {n}": self._peaks[pid] for n, pid in enumerate(children, 1)})
+        return named
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         """Signal the process and wait for it (killed after ``timeout``); returns its exit code."""

@@ -77,7 +77,7 @@ class Scenario:
     description: str
     database: str  # "sqlite" | "postgresql"
     agent: str  # "knowledge" | "llm"
-    extra_workers: int = 0
+    worker_processes: int = 0  # `warelay serve --worker-processes N`; 0: workers in the serve process
     llm_delay: float | None = None
 
 
@@ -91,18 +91,25 @@ SCENARIOS: dict[str, Scenario] = {
             "knowledge",
         ),
         Scenario(
+            "gateway-sqlite-workers",
+            "knowledge agent, SQLite (WAL, synchronous=FULL), `warelay serve --worker-processes 2`: intake "
+            "and API in serve, turns and sends in two worker processes",
+            "sqlite",
+            "knowledge",
+            worker_processes=2,
+        ),
+        Scenario(
             "gateway-pg-1proc",
             "knowledge agent, PostgreSQL (fsync on), one `warelay serve` process with its workers",
             "postgresql",
             "knowledge",
         ),
         Scenario(
-            "gateway-pg-2workers",
-            "knowledge agent, PostgreSQL (fsync on), `warelay serve` with its in-process workers "
-            "+ 1 extra `warelay worker` process",
+            "gateway-pg-workers",
+            "knowledge agent, PostgreSQL (fsync on), `warelay serve --worker-processes 2`",
             "postgresql",
             "knowledge",
-            extra_workers=1,
+            worker_processes=2,
         ),
         Scenario(
             "llm-instant",
@@ -112,10 +119,29 @@ SCENARIOS: dict[str, Scenario] = {
             llm_delay=0.0,
         ),
         Scenario(
-            "llm-slow-2s",
-            "llm agent, the model takes 2 s per reply, 1,000 users write one message each at once, SQLite",
+            "llm-instant-workers",
+            "llm agent, a loopback OpenAI-compatible server answering at once, SQLite, "
+            "`warelay serve --worker-processes 2`",
             "sqlite",
             "llm",
+            worker_processes=2,
+            llm_delay=0.0,
+        ),
+        Scenario(
+            "llm-slow-2s",
+            "llm agent, the model takes 2 s per reply, 1,000 users write one message each at once, SQLite, "
+            "one `warelay serve`",
+            "sqlite",
+            "llm",
+            llm_delay=2.0,
+        ),
+        Scenario(
+            "llm-slow-2s-workers",
+            "llm agent, the model takes 2 s per reply, 1,000 users write one message each at once, SQLite, "
+            "`warelay serve --worker-processes 2`",
+            "sqlite",
+            "llm",
+            worker_processes=2,
             llm_delay=2.0,
         ),
     )
@@ -163,7 +189,16 @@ class Stack:
     warelay: list[Proc] = field(default_factory=list)
     simulator: Proc | None = None
     llm: Proc | None = None
-    profile_sessions: list[tuple[str, Path]] = field(default_factory=list)
+    profile_dir: Path | None = None  # where bench/profiled.py saves each process's session
+
+    def profile_sessions(self) -> list[tuple[str, Path]]:
+        """The profiled processes' sessions (saved as they exited): serve first, then its workers."""
+        if self.profile_dir is None or not self.profile_dir.is_dir():
+            return []
+        found = sorted(
+            self.profile_dir.glob("*.pyisession"), key=lambda p: (not p.name.startswith("serve"), p.name)
+        )
+        return [(f"warelay {p.stem.replace('-', ' (pid ', 1)})", p) for p in found]
 
     @property
     def sim_url(self) -> str:
@@ -188,6 +223,8 @@ class Stack:
             main, others = p.thread_cpu()
             seconds[f"{p.name}: event loop thread"] = main
             seconds[f"{p.name}: other threads"] = others
+            if self.scenario.worker_processes:
+                seconds[f"{p.name}: its worker processes"] = max(0.0, seconds[p.name] - main - others)
         return seconds
 
 
@@ -223,25 +260,14 @@ def warelay_env(
     return env
 
 
-def _profiled(argv: list[str], session: Path) -> list[str]:
-    """A ``warelay`` command run under pyinstrument (``warelay.cli`` is the console script's module)."""
-    return [
-        str(PYTHON),
-        "-m",
-        "pyinstrument",
-        "-r",
-        "pyisession",
-        "-o",
-        str(session),
-        "-m",
-        "warelay.cli",
-        *argv[1:],
-    ]
+def _profiled(argv: list[str]) -> list[str]:
+    """A ``warelay`` command run under pyinstrument (see bench/profiled.py; its workers are profiled too)."""
+    return [str(PYTHON), str(BENCH / "profiled.py"), *argv[1:]]
 
 
-def _wait_log(proc: Proc, needle: str, timeout: float) -> None:
+def _wait_log(proc: Proc, needle: str, timeout: float, count: int = 1) -> None:
     deadline = time.monotonic() + timeout
-    while needle not in proc.log_path.read_text(errors="replace"):
+    while proc.log_path.read_text(errors="replace").count(needle) < count:
         if proc.popen.poll() is not None:
             raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
         if time.monotonic() > deadline:
@@ -302,20 +328,18 @@ def running_stack(
         )
         wait_http(f"{stack.sim_url}/_sim/state", timeout=30, proc=stack.simulator)
         serve = [str(WARELAY), "serve", "--port", str(warelay_port)]
+        if scenario.worker_processes:
+            serve += ["--worker-processes", str(scenario.worker_processes)]
         if profile:
-            stack.profile_sessions.append(("warelay serve", workdir / "serve.pyisession"))
-            serve = _profiled(serve, workdir / "serve.pyisession")
+            stack.profile_dir = workdir / "profiles"
+            env = {**env, "BENCH_PROFILE_DIR": str(stack.profile_dir)}
+            serve = _profiled(serve)
         stack.warelay.append(Proc("warelay serve", serve, env=env, cwd=workdir, log_dir=logs))
         wait_http(f"http://127.0.0.1:{warelay_port}/readyz", timeout=60, proc=stack.warelay[0])
-        for n in range(1, scenario.extra_workers + 1):
-            argv = [str(WARELAY), "worker"]
-            if profile:
-                session = workdir / f"worker-{n}.pyisession"
-                stack.profile_sessions.append((f"warelay worker {n}", session))
-                argv = _profiled(argv, session)
-            worker = Proc(f"warelay worker {n}", argv, env=env, cwd=workdir, log_dir=logs)
-            stack.warelay.append(worker)
-            _wait_log(worker, "running", timeout=60)
+        if scenario.worker_processes:
+            _wait_log(
+                stack.warelay[0], "running; SIGTERM stops it", timeout=60, count=scenario.worker_processes
+            )
         yield stack
     finally:
         for proc in reversed(stack.warelay):
@@ -677,7 +701,7 @@ def execute(
         if tracked and pg_dsn is not None:
             pgstats.reset_statements(pg_dsn)
         figures, targets = runner(stack, sizes, phases)
-        peaks = {p.name: round(p.peak_rss_kb() / 1024, 1) for p in stack.procs()}
+        peaks = {name: round(kb / 1024, 1) for p in stack.procs() for name, kb in p.peak_rss_kb().items()}
         messages = sum(int(f["messages"]) for f in figures.values())
         statements = pgstats.top_statements(pg_dsn, messages) if tracked and pg_dsn is not None else None
     peaks["loadgen"] = max(float(f["loadgen_max_rss_mb"]) for f in figures.values())
@@ -687,7 +711,7 @@ def execute(
         result["fake_llm"] = json.loads(stats.read_text())
         stats.unlink()
     result["exit_codes"] = {p.name: p.popen.returncode for p in stack.procs()}
-    result["_sessions"] = stack.profile_sessions
+    result["_sessions"] = stack.profile_sessions()
     result["_statements"] = statements
     return result
 
@@ -757,8 +781,12 @@ def profile_phases(scenario: Scenario, targets: Targets) -> list[str]:
 def parameters(scenario: Scenario, sizes: Sizes) -> Figures:
     """The workload and the settings warelay ran with."""
     common: Figures = {
-        "processes": ["warelay serve (with its in-process workers)"]
-        + [f"warelay worker {n + 1}" for n in range(scenario.extra_workers)],
+        "processes": [
+            f"warelay serve --worker-processes {scenario.worker_processes} (intake and API; turns and sends "
+            f"in {scenario.worker_processes} worker processes it starts)"
+            if scenario.worker_processes
+            else "warelay serve (with its in-process workers)"
+        ],
         "database": scenario.database,
         "agent": scenario.agent,
         "throughput_mps": THROUGHPUT_MPS,
@@ -867,8 +895,9 @@ def profile(
         "# Sampled wall time of each process's main thread (the event loop). The loop's own frame\n"
         "# (Runner.run [self]) is uvloop's C code: the selector's wait when idle, socket I/O and callback\n"
         "# dispatch when busy. The message path's SQLite transactions run on the loop (storage/direct.py);\n"
-        "# other threads (SQLite when its lock is busy, SQLAlchemy's aiosqlite for set-up and the API)\n"
-        "# are not sampled: the JSON's cpu.warelay_threads_s gives their share of the CPU."
+        "# other threads (SQLAlchemy's aiosqlite for set-up and the API) are not sampled: the JSON's\n"
+        "# cpu.warelay_threads_s gives their share of the CPU. With --worker-processes, each worker\n"
+        "# process has a section of its own."
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     text = render_profile(profiled["_sessions"], header)
