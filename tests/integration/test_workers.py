@@ -135,6 +135,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; its parent has not collected it yet
 
 
+def _niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:]
 
@@ -167,6 +171,8 @@ async def test_serve_supervises_its_worker_processes(db_url: str, tmp_path: Path
                 lambda: _running_workers(log) == 2 and len(_children(serve.pid)) == 2, "2 workers", log
             )
             first = _children(serve.pid)
+            # They yield the CPU to serve when both want it (nice 5; field 19 of /proc/PID/stat).
+            assert {_niceness(pid) for pid in first} == {_niceness(serve.pid) + 5}
             await asyncio.gather(
                 *(_conversation(stack, f"155512600{u}", [f"u{u} m{i}" for i in range(3)]) for u in range(4))
             )
