@@ -171,6 +171,15 @@ class Proc:
         main = sum(t.user_time + t.system_time for t in threads if t.id == self.pid)
         return main, max(0.0, total.user + total.system - main)
 
+    def children_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each live child process (``<name>: child <n>``, by process id)."""
+        seconds: dict[str, float] = {}
+        for n, child in enumerate(sorted(self._tree()[1:], key=lambda c: c.pid), 1):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = child.cpu_times()
+                seconds[f"{self.name}: child {n}"] = t.user + t.system
+        return seconds
+
     def peak_rss_kb(self) -> dict[str, int]:
         """Peak resident set size (VmHWM) in KiB, as seen so far, of the process and of each child process.
 

@@ -225,6 +225,7 @@ class Stack:
             seconds[f"{p.name}: other threads"] = others
             if self.scenario.worker_processes:
                 seconds[f"{p.name}: its worker processes"] = max(0.0, seconds[p.name] - main - others)
+                seconds.update(p.children_cpu())
         return seconds
 
 
