@@ -80,7 +80,7 @@ def create_app(
         await runtime.start()
         try:
             if worker_processes is not None:  # after the set-up they rely on
-                await worker_processes.start()
+                runtime.metrics.include_worker_processes(await worker_processes.start())
             try:
                 yield
             finally:

@@ -6,7 +6,11 @@ message bodies and personal data only at DEBUG, optional JSON output. Secrets ne
 line: settings hold them as SecretStr and NumberInfo's repr leaves them out.
 
 Metrics: Prometheus counters and histograms on a registry of their own (so several apps in one
-test process do not collide), served at ``/metrics``.
+test process do not collide), served at ``/metrics``. The worker processes of ``serve
+--worker-processes`` keep theirs in prometheus_client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``,
+set by the supervisor), and ``serve`` adds them to its own at every scrape: counters and
+histograms summed over the processes (a restarted worker's counts stay), ``warelay_inflight``
+summed over the live ones, the queue depth as ``serve`` reads it from the database.
 """
 
 from __future__ import annotations
@@ -14,9 +18,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 _CORRELATION = ("wamid", "conversation", "number", "work_item", "tenant")
 
@@ -108,8 +121,64 @@ class Metrics:
             "warelay_dead_letters", "Work items dead-lettered, by kind", ["kind"], registry=r
         )
         self.queue_depth = Gauge(
-            "warelay_queue_depth", "Unfinished work items, by kind", ["kind"], registry=r
+            "warelay_queue_depth",
+            "Unfinished work items, by kind",
+            ["kind"],
+            registry=r,
+            multiprocess_mode="livemax",  # every process reads the same figure from the database
         )
         self.inflight = Gauge(
-            "warelay_inflight", "Work items being processed now, by kind", ["kind"], registry=r
+            "warelay_inflight",
+            "Work items being processed now, by kind",
+            ["kind"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
+        # What /metrics serves: this registry, plus the worker processes' files once serve has some.
+        self.exposed = CollectorRegistry(auto_describe=False)
+        self.exposed.register(_Merged(self.registry, None))
+
+    def include_worker_processes(self, directory: Path) -> None:
+        """Serve the metrics of the worker processes that keep theirs in ``directory`` too."""
+        self.exposed = CollectorRegistry(auto_describe=False)
+        workers = MultiProcessCollector(None, path=str(directory))  # type: ignore[no-untyped-call]
+        self.exposed.register(_Merged(self.registry, workers))
+
+
+# Gauges whose worker-process values add to this process's; other gauges are this process's alone.
+_SUMMED_GAUGES = frozenset({"warelay_inflight"})
+
+
+class _Merged(Collector):
+    """This process's metrics with the worker processes' added (see the module docstring)."""
+
+    def __init__(self, own: CollectorRegistry, workers: MultiProcessCollector | None) -> None:
+        self.own = own
+        self.workers = workers
+
+    def collect(self) -> Iterator[Metric]:
+        families = {family.name: family for family in self.own.collect()}
+        if self.workers is not None:
+            for theirs in self.workers.collect():  # type: ignore[no-untyped-call]
+                mine = families.get(theirs.name)
+                if mine is None:
+                    families[theirs.name] = theirs
+                elif theirs.type != "gauge" or theirs.name in _SUMMED_GAUGES:
+                    mine.samples = _summed(mine.samples, theirs.samples)
+        yield from families.values()
+
+
+def _summed(mine: list[Sample], theirs: Iterable[Sample]) -> list[Sample]:
+    out = list(mine)
+    where = {(sample.name, tuple(sorted(sample.labels.items()))): i for i, sample in enumerate(out)}
+    for sample in theirs:
+        if sample.name.endswith("_created"):  # multiprocess files keep no creation times
+            continue
+        key = (sample.name, tuple(sorted(sample.labels.items())))
+        i = where.get(key)
+        if i is None:
+            where[key] = len(out)
+            out.append(sample)
+        else:
+            out[i] = out[i]._replace(value=out[i].value + sample.value)
+    return out

@@ -11,7 +11,8 @@ env-configured number, the knowledge folder), restarts one that exits (after 1 s
 back their in-flight work — and kills those still running after their grace period. The workers
 run in their own session, so a Ctrl+C in the terminal reaches ``serve`` alone and they stop in
 that order; a worker whose ``serve`` died without stopping it (SIGKILL) notices that its parent
-changed and stops by itself.
+changed and stops by itself. The workers keep their Prometheus metrics in files of a temporary
+directory (:attr:`WorkerProcesses.metrics_dir`), which ``serve``'s ``/metrics`` adds to its own.
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client.multiprocess import mark_process_dead
 
 log = logging.getLogger("warelay.supervisor")
 
@@ -56,21 +62,25 @@ class WorkerProcesses:
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.metrics_dir: Path | None = None
 
     @property
     def pids(self) -> list[int]:
         """The process ids of the workers running now."""
         return [p.pid for p in self._procs.values() if p.returncode is None]
 
-    async def start(self) -> None:
-        """Start the workers and keep them running."""
+    async def start(self) -> Path:
+        """Start the workers and keep them running; returns the directory of their metrics files."""
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="warelay-metrics-"))
         for slot in range(self.count):
             self._tasks.append(asyncio.create_task(self._keep(slot), name=f"worker-process-{slot}"))
         log.info("started %d worker processes", self.count)
+        return self.metrics_dir
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         # A session of their own: a terminal's Ctrl+C goes to serve, which stops them in order.
-        return await asyncio.create_subprocess_exec(*self.command, start_new_session=True)
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+        return await asyncio.create_subprocess_exec(*self.command, env=env, start_new_session=True)
 
     async def _keep(self, slot: int) -> None:
         loop = asyncio.get_running_loop()
@@ -84,6 +94,8 @@ class WorkerProcesses:
                 self._procs[slot] = proc
                 started = loop.time()
                 code = await proc.wait()
+                # Its live gauges go; its counts stay in the sums.
+                mark_process_dead(proc.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
                 if self._stopping:
                     return
                 if loop.time() - started >= STABLE_AFTER:
@@ -118,6 +130,8 @@ class WorkerProcesses:
                         proc.kill()
             if late:
                 await asyncio.gather(*late)
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
         log.info("worker processes stopped")
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from tests.integration.stack import Stack, free_port, run_stack, settings_env
@@ -106,10 +107,13 @@ async def test_three_postgres_workers_answer_each_message_once_in_order(db_url: 
 
 
 @contextmanager
-def serve_process(stack: Stack, log: Path, *args: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+def serve_process(
+    stack: Stack, log: Path, *args: str, port: int | None = None, **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """`warelay serve ARGS` (with the test agent) configured like ``stack``, logging to ``log``."""
     environment = {**os.environ, **settings_env(stack.settings), "WARELAY_LOG_LEVEL": "INFO", **env}
-    argv = [sys.executable, "-m", "tests.integration.worker_main", "serve", "--port", str(free_port()), *args]
+    port = port or free_port()
+    argv = [sys.executable, "-m", "tests.integration.worker_main", "serve", "--port", str(port), *args]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -161,12 +165,32 @@ async def _conversation(stack: Stack, user: str, texts: list[str]) -> None:
     assert replies == [f"echo: {text}" for text in texts]
 
 
+async def _served_metrics(
+    stack: Stack, port: int, settled: Callable[[dict[str, float]], bool]
+) -> dict[str, float]:
+    """Sample name + sorted labels → value, from a serve process's /metrics, once ``settled`` (or 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = (await stack.http.get(f"http://127.0.0.1:{port}/metrics")).raise_for_status().text
+        metrics = {
+            sample.name + str(sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        if settled(metrics) or time.monotonic() > deadline:
+            return metrics
+        await asyncio.sleep(0.05)
+
+
 async def test_serve_supervises_its_worker_processes(db_url: str, tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
+    port = free_port()
+    sent = "warelay_outbound_messages_total[('result', 'accepted'), ('type', 'text')]"
+    answered = "warelay_agent_latency_seconds_count[('kind', 'test-echo')]"
     # The test stack takes the webhooks and runs no workers: every answer below comes from the worker
     # processes of the `serve` process started here.
     async with run_stack(db_url, run_workers=False) as stack:
-        with serve_process(stack, log, "--worker-processes", "2") as serve:
+        with serve_process(stack, log, "--worker-processes", "2", port=port) as serve:
             await _until(
                 lambda: _running_workers(log) == 2 and len(_children(serve.pid)) == 2, "2 workers", log
             )
@@ -176,6 +200,12 @@ async def test_serve_supervises_its_worker_processes(db_url: str, tmp_path: Path
             await asyncio.gather(
                 *(_conversation(stack, f"155512600{u}", [f"u{u} m{i}" for i in range(3)]) for u in range(4))
             )
+
+            # serve's /metrics counts what its workers did (their multiprocess files, summed); a
+            # worker counts a send once Graph has answered, a moment after the simulator has it.
+            metrics = await _served_metrics(stack, port, settled=lambda m: m.get(sent) == 12)
+            assert metrics[sent] == metrics[answered] == 12
+            assert metrics["warelay_inflight[('kind', 'turn')]"] == 0
 
             doomed = min(first)
             os.kill(doomed, signal.SIGKILL)
@@ -187,6 +217,8 @@ async def test_serve_supervises_its_worker_processes(db_url: str, tmp_path: Path
             )
             assert _children(serve.pid) == (first - {doomed}) | (_children(serve.pid) - first)
             await _conversation(stack, "1555126010", ["after the restart"])
+            metrics = await _served_metrics(stack, port, settled=lambda m: m.get(sent) == 13)
+            assert metrics[sent] == metrics[answered] == 13  # the killed worker's counts stay
 
             serve.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(serve.wait, 60)

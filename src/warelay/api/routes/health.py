@@ -47,4 +47,4 @@ async def api_health(runtime: RuntimeDep) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus metrics."""
-    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(runtime.metrics.exposed), media_type=CONTENT_TYPE_LATEST)
