@@ -194,7 +194,9 @@ def worker(
         os.nice(nice)
 
     async def run() -> None:
-        runtime = Runtime(settings, run_workers=True, migrate=not supervised, setup=not supervised)
+        runtime = Runtime(
+            settings, run_workers=True, migrate=not supervised, setup=not supervised, share_work=True
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

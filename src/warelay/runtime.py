@@ -29,7 +29,7 @@ from warelay.config import Settings
 from warelay.crypto import SecretBox
 from warelay.errors import ConfigError
 from warelay.inbox.store import Delivery, DeliveryResult, Inbox, promote_stranded
-from warelay.inbox.worker import SendWorker, Services, TurnWorker
+from warelay.inbox.worker import LoopLag, SendWorker, Services, TurnWorker
 from warelay.knowledge.ingest import add_folder
 from warelay.knowledge.search import DatabaseRetriever
 from warelay.numbers import NumberRegistry, ensure_agent, ensure_tenant, upsert_env_number
@@ -51,6 +51,7 @@ class Runtime:
         run_workers: bool | None = None,
         migrate: bool = True,
         setup: bool = True,
+        share_work: bool = False,
     ) -> None:
         self.settings = settings
         self.run_workers = settings.worker.enabled if run_workers is None else run_workers
@@ -77,7 +78,10 @@ class Runtime:
         self.agents = AgentProvider(
             self.engine, AgentDeps(retriever=self.retriever, settings=settings), settings
         )
+        # A worker process beside others measures how far behind it is, to leave them new work.
+        self.lag = LoopLag() if share_work and self.run_workers else None
         services = Services(
+            lag=self.lag,
             db=self.db,
             inbox=self.inbox,
             registry=self.registry,
@@ -110,6 +114,8 @@ class Runtime:
             await upsert_env_number(self.engine, self.box, self.settings)
             await self._load_knowledge_dir()
         await self.registry.load()
+        if self.lag is not None:
+            self._tasks.append(asyncio.create_task(self.lag.run(), name="loop-lag"))
         if self.run_workers:
             self._tasks.append(asyncio.create_task(self.turns.run(), name="turn-worker"))
             self._tasks.append(asyncio.create_task(self.sender.run(), name="send-worker"))

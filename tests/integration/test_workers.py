@@ -17,7 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from tests.integration.stack import Stack, free_port, run_stack, settings_env
+from tests.integration.stack import Stack, free_port, run_stack, settings_env, stack_settings
+from warelay.runtime import Runtime
 from warelay.storage.models import WorkItem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -241,3 +242,39 @@ async def test_worker_processes_stop_when_serve_dies(db_url: str, tmp_path: Path
             serve.wait()
             await _until(lambda: not _alive(orphan), "the orphaned worker stopping", log, within=20)
             assert "serve process that started this worker is gone" in _tail(log)
+
+
+async def _eventually(check: Callable[[], bool], within: float = 5) -> bool:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_worker_process_behind_its_work_leaves_new_turns_to_the_others(db_url: str) -> None:
+    settings = stack_settings(db_url, warelay_port=free_port(), sim_url=f"http://127.0.0.1:{free_port()}")
+    alone = Runtime(settings, run_workers=True)
+    sharing = Runtime(settings, run_workers=True, migrate=False, setup=False, share_work=True)
+    await alone.start()
+    await sharing.start()
+    try:
+        assert sharing.lag is not None
+        assert alone.lag is None
+        assert await _eventually(
+            lambda: sharing.turns.offer() is not None and alone.turns.offer() is not None
+        )
+        time.sleep(0.15)  # noqa: ASYNC251  # the event loop held up, as by a burst of CPU-heavy turns
+        assert await _eventually(lambda: sharing.lag is not None and sharing.lag.busy, within=1)
+        # Behind: new turns are left to the other processes; this process's sends are not.
+        assert sharing.turns.offer() is None
+        assert sharing.sender.offer() is not None
+        # A process that runs alone takes everything, however busy.
+        assert alone.turns.offer() is not None
+        # Caught up, it takes turns again.
+        assert await _eventually(lambda: sharing.turns.offer() is not None)
+    finally:
+        await sharing.stop(1)
+        await alone.stop(1)

@@ -101,6 +101,40 @@ def error_record(exc: BaseException) -> dict[str, Any]:
     return {"type": type(exc).__name__, "message": str(exc)[:1000]}
 
 
+class LoopLag:
+    """How late this process's event loop runs a timer: how far behind its work the process is.
+
+    For worker processes that share the queue with others (``warelay worker``, and the worker
+    processes of ``serve --worker-processes``). Without it, the process that first claimed a
+    conversation keeps it: each finished turn hands the conversation's next message to the same
+    process, which also claims at once whatever else it left unleased, so with CPU-heavy turns
+    (an LLM framework costs ~10 ms per turn) one process ran three quarters of all turns while the
+    other idled. While its loop lags more than :attr:`BUSY`, a process takes no new turns by
+    hand-over and claims only at its regular poll, the same pace as every other process, whose
+    loops keep up and so claim first. A process that runs alone does not measure this.
+    """
+
+    BUSY = 0.02  # seconds; a loop that keeps up runs a timer within a millisecond or two
+    EVERY = 0.01
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @property
+    def busy(self) -> bool:
+        """Whether the loop is behind."""
+        return self.seconds > self.BUSY
+
+    async def run(self) -> None:
+        """Measure until cancelled: a lag counts at once and fades over a few timer runs."""
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(self.EVERY)
+            late = max(0.0, loop.time() - start - self.EVERY)
+            self.seconds = late if late > self.seconds else 0.7 * self.seconds + 0.3 * late
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """What every worker uses: the database, the queue, numbers, channels, pacing, settings, metrics."""
@@ -112,6 +146,7 @@ class Services:
     pacer: Pacer
     settings: Settings
     metrics: Metrics
+    lag: LoopLag | None = None  # set in processes that share the queue with others (see LoopLag)
 
 
 class _Loop(abc.ABC):
@@ -129,6 +164,8 @@ class _Loop(abc.ABC):
         self.pacer = services.pacer
         self.settings = services.settings
         self.metrics = services.metrics
+        # Turns are what costs CPU; a turn's sends go on in the process that ran it.
+        self.lag = services.lag if self.kind == TURN else None
         self.concurrency = concurrency
         self.owner = worker_id()
         self._wakeup = asyncio.Event()
@@ -148,7 +185,7 @@ class _Loop(abc.ABC):
 
     def offer(self) -> LeaseOffer | None:
         """What this worker can take on now, for transactions that create work (see LeaseOffer)."""
-        if self._stopping or not self._running.is_set():
+        if self._stopping or not self._running.is_set() or self._behind():
             return None
         free = min(self.concurrency - len(self._inflight) - self._adopting, self.settings.worker.batch_size)
         return (
@@ -163,7 +200,7 @@ class _Loop(abc.ABC):
         ``left`` counts items it created without a lease: the worker claims at once instead of at
         its next poll.
         """
-        if left:
+        if left and not self._behind():
             self.wake()
         if not leased:
             return
@@ -171,6 +208,10 @@ class _Loop(abc.ABC):
         task = asyncio.create_task(self._adopt(list(leased)), name=f"adopt-{self.kind}")
         self._adoptions.add(task)
         task.add_done_callback(self._adoptions.discard)
+
+    def _behind(self) -> bool:
+        """Whether this process should leave new work to the other processes for now (see LoopLag)."""
+        return self.lag is not None and self.lag.busy
 
     async def _adopt(self, leased: list[Claimed]) -> None:
         try:
