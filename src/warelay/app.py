@@ -81,6 +81,7 @@ def create_app(
         try:
             if worker_processes is not None:  # after the set-up they rely on
                 runtime.metrics.include_worker_processes(await worker_processes.start())
+                runtime.wake_others = worker_processes.wake
             try:
                 yield
             finally:

@@ -186,7 +186,7 @@ def worker(
 ) -> None:
     """Run workers only (turns and sends), e.g. as extra processes beside `warelay serve`."""
     from warelay.runtime import Runtime
-    from warelay.supervisor import exit_with_parent
+    from warelay.supervisor import follow_parent
 
     settings = _settings()
     settings.check_serving()
@@ -201,14 +201,16 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        watch = asyncio.create_task(exit_with_parent(stop)) if supervised else None
+        watch = asyncio.create_task(follow_parent(stop, runtime.turns.nudge)) if supervised else None
         await runtime.start()
         tune_gc()
         console.print(f"warelay worker {runtime.turns.owner} running; SIGTERM stops it")
         await stop.wait()
         await runtime.stop(grace)
-        if watch is not None:
-            await watch
+        if watch is not None:  # it may still be reading serve's pipe
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
 
     _run(run())
 

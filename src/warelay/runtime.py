@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -93,13 +93,18 @@ class Runtime:
         self.sender = SendWorker(services)
         self.turns = TurnWorker(services, agents=self.agents, sender=self.sender)
         self.intake: Batcher[Delivery, DeliveryResult] = Batcher(self._store, name="inbox")
+        # Called when turns were stored that no worker of this process took: serve's worker processes.
+        self.wake_others: Callable[[], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _store(self, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
         # With workers here, the new turns are leased to them as they are stored (no claim needed).
         stored = await self.inbox.store(deliveries, offer=self.turns.offer() if self.run_workers else None)
         stored_count = sum(len(r.stored) for r in stored.results)
-        self.turns.hand_over(stored.leased, left=stored_count - len(stored.leased))
+        left = stored_count - len(stored.leased)
+        self.turns.hand_over(stored.leased, left=left)
+        if left and self.wake_others is not None:
+            self.wake_others()
         return stored.results
 
     async def store(self, delivery: Delivery) -> DeliveryResult:

@@ -10,8 +10,9 @@ env-configured number, the knowledge folder), restarts one that exits (after 1 s
 30 s while it keeps failing quickly), and on shutdown sends each SIGTERM — they finish or hand
 back their in-flight work — and kills those still running after their grace period. The workers
 run in their own session, so a Ctrl+C in the terminal reaches ``serve`` alone and they stop in
-that order; a worker whose ``serve`` died without stopping it (SIGKILL) notices that its parent
-changed and stops by itself. The workers keep their Prometheus metrics in files of a temporary
+that order. Each worker's standard input is a pipe from ``serve``: a byte on it says new turns were
+stored (the worker claims at once instead of at its next poll), and its end — ``serve`` is gone,
+even killed with SIGKILL — stops the worker. The workers keep their Prometheus metrics in files of a temporary
 directory (:attr:`WorkerProcesses.metrics_dir`), which ``serve``'s ``/metrics`` adds to its own.
 """
 
@@ -25,7 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prometheus_client.multiprocess import mark_process_dead
@@ -80,7 +81,20 @@ class WorkerProcesses:
     async def _spawn(self) -> asyncio.subprocess.Process:
         # A session of their own: a terminal's Ctrl+C goes to serve, which stops them in order.
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
-        return await asyncio.create_subprocess_exec(*self.command, env=env, start_new_session=True)
+        return await asyncio.create_subprocess_exec(
+            *self.command, env=env, stdin=asyncio.subprocess.PIPE, start_new_session=True
+        )
+
+    def wake(self) -> None:
+        """Tell every worker that new work is ready (a byte on its standard input; never blocks)."""
+        for proc in self._procs.values():
+            pipe = proc.stdin
+            if proc.returncode is not None or pipe is None or pipe.is_closing():
+                continue
+            # A worker that has not read the last few wake-ups yet needs no more of them.
+            if pipe.transport.get_write_buffer_size() == 0:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    pipe.write(b"w")
 
     async def _keep(self, slot: int) -> None:
         loop = asyncio.get_running_loop()
@@ -135,12 +149,14 @@ class WorkerProcesses:
         log.info("worker processes stopped")
 
 
-async def exit_with_parent(stop: asyncio.Event, *, every: float = 1.0) -> None:
-    """Set ``stop`` once this process's parent has gone (the process was re-parented)."""
-    parent = os.getppid()
+async def follow_parent(stop: asyncio.Event, wake: Callable[[], None]) -> None:
+    """In a worker started by serve: ``wake()`` for every wake-up on stdin; ``stop`` when the pipe ends."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while not stop.is_set():
-        if os.getppid() != parent:
+        if not await reader.read(4096):
             log.warning("the serve process that started this worker is gone; stopping")
             stop.set()
             return
-        await asyncio.sleep(every)
+        wake()

@@ -222,7 +222,7 @@ async def test_serve_supervises_its_worker_processes(db_url: str, tmp_path: Path
             assert metrics[sent] == metrics[answered] == 13  # the killed worker's counts stay
 
             serve.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(serve.wait, 60)
+            code = await asyncio.to_thread(serve.wait, 20)  # nothing in flight: no grace period to wait out
             # uvicorn ends by re-raising the signal that stopped it, once everything has shut down.
             assert code in (0, -signal.SIGTERM), _tail(log)
             assert not any(_alive(pid) for pid in first | _children(serve.pid))
@@ -278,3 +278,20 @@ async def test_a_worker_process_behind_its_work_leaves_new_turns_to_the_others(d
     finally:
         await sharing.stop(1)
         await alone.stop(1)
+
+
+async def test_serve_wakes_its_worker_processes_when_it_stores_turns(db_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    port = free_port()
+    async with run_stack(db_url, run_workers=False) as stack:
+        # Workers that would look for work only every 60 s: the reply below comes from a wake-up.
+        slow_poll = {"WARELAY_WORKER__POLL_INTERVAL_SECONDS": "60"}
+        with serve_process(stack, log, "--worker-processes", "2", port=port, **slow_poll):
+            await _until(lambda: _running_workers(log) == 2, "2 workers", log)
+            await asyncio.sleep(0.5)  # their first claims (at start) have found nothing
+            body, headers, _ = stack.simulator.build_inbound("15551260201", "wake up")
+            response = await stack.http.post(
+                f"http://127.0.0.1:{port}/webhooks/whatsapp", content=body, headers=headers
+            )
+            assert response.status_code == 200
+            assert await stack.replies_to("15551260201", 1, timeout=15) == ["echo: wake up"]

@@ -183,6 +183,11 @@ class _Loop(abc.ABC):
         """New work may be ready: claim now instead of at the next poll."""
         self._wakeup.set()
 
+    def nudge(self) -> None:
+        """Another process stored new work: claim now, unless behind (see LoopLag)."""
+        if not self._behind():
+            self._wakeup.set()
+
     def offer(self) -> LeaseOffer | None:
         """What this worker can take on now, for transactions that create work (see LeaseOffer)."""
         if self._stopping or not self._running.is_set() or self._behind():
