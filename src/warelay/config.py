@@ -68,6 +68,9 @@ class LLMSettings(_Section):
         return bool(self.base_url or self.api_key)
 
 
+AgentTool = Literal["buttons", "list", "link_button", "media", "location", "reaction"]
+
+
 class AgentSettings(_Section):
     """The agent of the env-configured number (stored in the database as agent ``name``)."""
 
@@ -80,6 +83,8 @@ class AgentSettings(_Section):
     timeout_seconds: float = Field(default=60, gt=0, le=600)
     knowledge_dir: Path | None = None
     acknowledgement: str | None = None
+    # Rich replies the llm agent may send (warelay.agents.rich), as JSON: '["buttons", "list"]'.
+    tools: tuple[AgentTool, ...] = ()
 
 
 class ConversationSettings(_Section):

@@ -34,6 +34,7 @@ from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
 from pydantic_ai.settings import ModelSettings
 
 from warelay.agents.base import AgentDeps, AgentReply, AgentSpec, HistoryItem, Passage, Turn, register_agent
+from warelay.agents.rich import RichReplies, rich_tools
 from warelay.domain import OutText
 from warelay.errors import AgentError
 
@@ -192,12 +193,17 @@ class LLMAgent:
         self._history_window = int(config.get("history_window", 10))
         timeout = config.get("timeout_seconds")
         self._timeout = float(deps.settings.agent.timeout_seconds if timeout is None else timeout)
+        tools = config.get("tools") or []
+        if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
+            raise ValueError("the llm agent's 'tools' must be a list of tool names")
         # output_type allows None so an empty answer ends the run at once (no retry request by
-        # pydantic-ai) and becomes our own "empty answer" error.
-        self._agent: PydanticAgent[None, str | None] = PydanticAgent(
+        # pydantic-ai): an error of our own unless the model answered with rich replies instead.
+        self._agent: PydanticAgent[RichReplies, str | None] = PydanticAgent(
             self._model,
+            deps_type=RichReplies,
             output_type=[str, type(None)],
             model_settings=_model_settings(config, deps),
+            tools=rich_tools(tools),
             name=f"warelay-{spec.name}",
         )
 
@@ -223,14 +229,19 @@ class LLMAgent:
         if passages:
             instructions = f"{instructions}\n\n{_knowledge_section(business, passages)}"
         window = turn.history[-self._history_window :] if self._history_window > 0 else ()
+        rich = RichReplies(reply_to=turn.messages[-1].provider_message_id if turn.messages else None)
         try:
             result = await self._agent.run(
-                text, message_history=_history(window), instructions=instructions, timeout=self._timeout
+                text,
+                message_history=_history(window),
+                instructions=instructions,
+                timeout=self._timeout,
+                deps=rich,
             )
         except Exception as exc:
             raise AgentError(f"model {self.model_name} failed: {type(exc).__name__}: {exc}") from exc
         answer = (result.output or "").strip()
-        if not answer:
+        if not answer and not rich.replies:
             raise AgentError("empty answer")
         usage = result.usage
         if logger.isEnabledFor(logging.DEBUG):
@@ -243,9 +254,10 @@ class LLMAgent:
                 usage.output_tokens,
             )
         return AgentReply(
-            replies=(OutText(body=answer),),
+            replies=rich.around(OutText(body=answer) if answer else None),
             notes={
                 "passages": [p.id for p in passages],
+                "rich": [r.kind for r in rich.replies],
                 "model": self.model_name,
                 "usage": {
                     "input_tokens": usage.input_tokens,

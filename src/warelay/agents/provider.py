@@ -30,6 +30,8 @@ def env_agent_defaults(settings: Settings) -> dict[str, Any]:
             defaults[key] = value
     if a.system_prompt_file is not None:
         defaults["system_prompt_file"] = str(a.system_prompt_file)
+    if a.tools:
+        defaults["tools"] = list(a.tools)
     defaults["history_window"] = settings.conversations.history_window
     return defaults
 
