@@ -21,9 +21,11 @@ import asyncio
 import contextlib
 import inspect
 import itertools
+import json
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -33,7 +35,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-Responder = Callable[[dict[str, Any]], "str | Awaitable[str]"]
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A responder's answer that calls a tool instead of answering with text."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+Responder = Callable[[dict[str, Any]], "str | ToolCall | Awaitable[str | ToolCall]"]
 
 
 class FakeOpenAIError(Exception):
@@ -141,6 +152,18 @@ class OpenAICompatibleServer:
                 status_code=exc.status_code,
             )
         prompt_tokens = _count_tokens(body)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        finish_reason = "stop"
+        if isinstance(text, ToolCall):
+            call_id = f"call_{next(self._ids)}"
+            function = {"name": text.name, "arguments": json.dumps(text.arguments)}
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+            }
+            finish_reason = "tool_calls"
+            text = ""
         completion_tokens = len(text.split())
         return JSONResponse(
             {
@@ -151,8 +174,8 @@ class OpenAICompatibleServer:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
+                        "message": message,
+                        "finish_reason": finish_reason,
                         "logprobs": None,
                     }
                 ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fakes_openai import FakeOpenAIError, OpenAICompatibleServer
+from tests.fakes_openai import FakeOpenAIError, OpenAICompatibleServer, ToolCall
 from tests.integration.stack import run_stack
 
 
@@ -54,3 +54,33 @@ async def test_llm_failures_retry_then_fallback(db_url: str) -> None:
         assert texts == [stack.settings.agent.fallback_text]
         failures = (await stack.api("/api/v1/failures", kind="turn"))["items"]
         assert len(failures) == 1
+
+
+async def test_llm_agent_sends_reply_buttons_the_simulator_accepts(db_url: str) -> None:
+    def responder(body: dict[str, Any]) -> str | ToolCall:
+        offered = [tool["function"]["name"] for tool in body.get("tools", [])]
+        assert offered == ["send_buttons"]
+        if body["messages"][-1]["role"] != "tool":
+            return ToolCall("send_buttons", {"body": "Hot or iced?", "buttons": ["Hot", "Iced"]})
+        return "Good choice, a latte it is."
+
+    async with OpenAICompatibleServer(responder) as model:
+        async with run_stack(
+            db_url,
+            agent={"kind": "llm", "tools": ["buttons"]},
+            llm={"base_url": model.base_url, "model": "test-model"},
+        ) as stack:
+            await stack.simulator.user_sends("15551260003", "One latte please")
+            await stack.simulator.wait_for(
+                lambda: len(stack.simulator.messages_to("15551260003")) >= 2, timeout=15
+            )
+            text, buttons = stack.simulator.messages_to("15551260003")
+            assert stack.simulator.rejected == []
+        assert text.body["text"]["body"] == "Good choice, a latte it is."
+        assert buttons.type == "interactive"
+        interactive = buttons.body["interactive"]
+        assert interactive["type"] == "button"
+        assert interactive["body"]["text"] == "Hot or iced?"
+        titles = [b["reply"]["title"] for b in interactive["action"]["buttons"]]
+        assert titles == ["Hot", "Iced"]
+        assert len(model.requests) == 2  # the tool call, then the answer after its result
