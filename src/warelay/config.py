@@ -68,7 +68,7 @@ class LLMSettings(_Section):
         return bool(self.base_url or self.api_key)
 
 
-AgentTool = Literal["buttons", "list", "link_button", "media", "location", "reaction"]
+AgentTool = Literal["buttons", "list", "link_button", "media", "location", "location_request", "reaction"]
 
 
 class AgentSettings(_Section):

@@ -449,6 +449,13 @@ class OutCtaUrl(Frozen):
     footer: str | None = None
 
 
+class OutLocationRequest(Frozen):
+    """A message with a "Send location" button that asks the user to share where they are."""
+
+    kind: Literal["location_request"] = "location_request"
+    body: str
+
+
 class OutRaw(Frozen):
     """A provider-specific body passed through as given (for the compatibility APIs' richer types)."""
 
@@ -458,6 +465,14 @@ class OutRaw(Frozen):
 
 
 OutboundContent = Annotated[
-    OutText | OutMedia | OutLocation | OutReaction | OutButtons | OutList | OutCtaUrl | OutRaw,
+    OutText
+    | OutMedia
+    | OutLocation
+    | OutReaction
+    | OutButtons
+    | OutList
+    | OutCtaUrl
+    | OutLocationRequest
+    | OutRaw,
     Field(discriminator="kind"),
 ]

@@ -2,7 +2,8 @@
 
 Where it sits: inside the agent stage (worker → ``LLMAgent.respond`` → model ⇄ *these tools*).
 Each tool turns the model's arguments into a domain message (:class:`OutButtons`, :class:`OutList`,
-:class:`OutCtaUrl`, :class:`OutMedia`, :class:`OutLocation`, :class:`OutReaction`) and checks it
+:class:`OutCtaUrl`, :class:`OutMedia`, :class:`OutLocation`, :class:`OutLocationRequest`,
+:class:`OutReaction`) and checks it
 against WhatsApp's limits before anything is sent: a reply that breaks one (a 21-character button
 title, a fourth button, eleven list rows) goes back to the model as a retry with the reason, so
 it can shorten or regroup instead of the send failing later. Accepted replies collect in the run's
@@ -32,6 +33,7 @@ from warelay.domain import (
     OutCtaUrl,
     OutList,
     OutLocation,
+    OutLocationRequest,
     OutMedia,
     OutReaction,
     ReplyButton,
@@ -186,6 +188,15 @@ async def send_location(
     return ctx.deps.add(OutLocation(latitude=latitude, longitude=longitude, name=name, address=address))
 
 
+async def ask_for_location(ctx: RunContext[RichReplies], body: str) -> str:
+    """Ask the customer to share their location, with a "Send location" button (e.g. for delivery).
+
+    Args:
+        body: Why you ask, at most 1024 characters.
+    """
+    return ctx.deps.add(OutLocationRequest(body=body))
+
+
 async def react(ctx: RunContext[RichReplies], emoji: str) -> str:
     """React to the customer's message with one emoji (e.g. 👍 or ❤️).
 
@@ -209,6 +220,7 @@ TOOLS: Final[dict[str, Callable[..., Any]]] = {
     "link_button": send_link_button,
     "media": send_media,
     "location": send_location,
+    "location_request": ask_for_location,
     "reaction": react,
 }
 

@@ -29,6 +29,7 @@ from warelay.domain import (
     OutButtons,
     OutList,
     OutLocation,
+    OutLocationRequest,
     OutReaction,
     OutText,
     ReplyButton,
@@ -130,6 +131,12 @@ async def test_reaction_first_then_text_then_the_rest_in_order() -> None:
         OutLocation(latitude=-6.2, longitude=106.8, name="Kopi Nusantara"),
         OutList(body="Our menu", button="See drinks", sections=(ListSection(title="Coffee", rows=rows),)),
     )
+
+
+async def test_asking_for_the_customers_location() -> None:
+    script = Script(("ask_for_location", {"body": "Where should we deliver?"}))
+    reply = await agent(script, ["location_request"]).respond(make_turn())
+    assert reply.replies == (OutLocationRequest(body="Where should we deliver?"),)
 
 
 async def test_one_reaction_per_turn() -> None:

@@ -18,12 +18,14 @@ from warelay.domain import (
     OutCtaUrl,
     OutList,
     OutLocation,
+    OutLocationRequest,
     OutMedia,
     OutRaw,
     OutReaction,
     OutText,
     ReplyButton,
 )
+from warelay.simulator.validate import validate_send_request
 
 ROOT = Path(__file__).resolve().parents[3]
 SPEC = ROOT.parent / "shared" / "spec" / "business-messaging-api_v23.0.yaml"
@@ -199,6 +201,18 @@ def test_cta_url_body() -> None:
             "parameters": {"display_text": "Track", "url": "https://shop.example/t/1"},
         },
     }
+
+
+def test_location_request_body_passes_the_simulators_validator() -> None:
+    body = message_body(TO, OutLocationRequest(body="Where should we deliver?"), reply_to=WAMID)
+    assert body["interactive"] == {
+        "type": "location_request_message",
+        "body": {"text": "Where should we deliver?"},
+        "action": {"name": "send_location"},
+    }
+    validate_send_request(body)  # Meta's rules as the simulator knows them: no header, action name only
+    assert _limit_error(OutLocationRequest(body="b" * 1025)).field == "interactive.body.text"
+    assert _limit_error(OutLocationRequest(body="")).field == "interactive.body.text"
 
 
 def test_raw_content_is_passed_through() -> None:

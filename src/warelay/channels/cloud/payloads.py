@@ -20,6 +20,7 @@ from warelay.domain import (
     OutCtaUrl,
     OutList,
     OutLocation,
+    OutLocationRequest,
     OutMedia,
     OutRaw,
     OutReaction,
@@ -271,6 +272,18 @@ def _cta_url(content: OutCtaUrl) -> tuple[str, dict[str, Any]]:
     return "interactive", _interactive("cta_url", content, action)
 
 
+def _location_request(content: OutLocationRequest) -> tuple[str, dict[str, Any]]:
+    # Meta's docs, "location request messages": body text only (no header), action {"name": "send_location"}.
+    _required("interactive.body.text", content.body)
+    _max_len("interactive.body.text", content.body, INTERACTIVE_BODY_MAX)
+    action = {"name": "send_location"}
+    return "interactive", {
+        "type": "location_request_message",
+        "body": {"text": content.body},
+        "action": action,
+    }
+
+
 def _raw(content: OutRaw) -> tuple[str, dict[str, Any]]:
     _required("type", content.type)
     return content.type, content.payload
@@ -298,6 +311,7 @@ _BUILDERS: Final[dict[type, Callable[[Any], tuple[str, dict[str, Any]]]]] = {
     OutText: _text,
     OutMedia: _media,
     OutLocation: _location,
+    OutLocationRequest: _location_request,
     OutReaction: _reaction,
     OutButtons: _buttons,
     OutList: _list,
