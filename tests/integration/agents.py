@@ -13,7 +13,7 @@ import os
 from collections import Counter
 
 from warelay.agents.base import AgentDeps, AgentReply, AgentSpec, StateChange, Turn, register_agent
-from warelay.domain import OutText
+from warelay.domain import OutboundContent, OutButtons, OutReaction, OutText, ReplyButton
 
 ATTEMPTS: Counter[str] = Counter()
 
@@ -32,6 +32,7 @@ class EchoAgent:
         wamid = turn.messages[-1].provider_message_id
         ATTEMPTS[wamid] += 1
         state = None
+        extra: list[OutboundContent] = []
         for word in text.split():
             if word.startswith("sleep:"):
                 await asyncio.sleep(float(word.split(":", 1)[1]))
@@ -44,7 +45,13 @@ class EchoAgent:
             elif word.startswith("state:"):
                 intent, _, step = word.split(":", 1)[1].partition("/")
                 state = StateChange(intent=intent, step=step or None, context={"last": text})
-        return AgentReply(replies=(OutText(body=f"echo: {text}"),), state=state)
+            elif word.startswith("buttons:"):  # buttons:Hot,Iced → a reply-button message after the echo
+                titles = word.split(":", 1)[1].split(",")
+                buttons = tuple(ReplyButton(id=f"b{n}", title=t) for n, t in enumerate(titles, 1))
+                extra.append(OutButtons(body="Pick one", buttons=buttons))
+            elif word == "react":
+                extra.append(OutReaction(message_id=wamid, emoji="👍"))
+        return AgentReply(replies=(OutText(body=f"echo: {text}"), *extra), state=state)
 
 
 register_agent("test-echo")(EchoAgent)

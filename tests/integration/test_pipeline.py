@@ -9,6 +9,7 @@ import httpx
 from sqlalchemy import ColumnElement, func, select
 
 from tests.integration.stack import APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, Stack, run_stack
+from warelay.channels.cloud.client import CloudChannel
 from warelay.channels.cloud.webhook import sign
 from warelay.storage.models import Message, WorkItem
 
@@ -392,3 +393,27 @@ async def test_long_reply_is_split_in_order_and_only_the_first_part_threaded(db_
         sent = stack.simulator.messages_to("15551230031")
         assert sent[0].body["context"] == {"message_id": wamid}
         assert "context" not in sent[1].body
+
+
+class _PlainTextChannel(CloudChannel):
+    """The Cloud channel, as a provider that can send neither buttons nor reactions."""
+
+    unsupported = frozenset({"buttons", "reaction"})
+
+
+async def test_rich_replies_a_channel_cannot_send_go_as_text_or_fail_visibly(db_url: str) -> None:
+    async with run_stack(db_url) as stack:
+        stack.runtime.channels["cloud"] = _PlainTextChannel()  # type: ignore[index]
+        await stack.simulator.user_sends("15551230099", "buttons:Hot,Iced react")
+        texts = await stack.replies_to("15551230099", 2)
+        assert texts == [
+            "echo: buttons:Hot,Iced react",
+            "Pick one\n\n1. Hot\n2. Iced\nReply with the number or the words.",
+        ]
+        assert stack.simulator.rejected == []
+        for _ in range(100):  # the reaction has no text form: it fails, visibly
+            failures = (await stack.api("/api/v1/failures", kind="send"))["items"]
+            if failures:
+                break
+            await asyncio.sleep(0.05)
+        assert "cannot send reaction messages" in failures[0]["last_error"]["message"]

@@ -43,6 +43,9 @@ class Channel(Protocol):
     """Outbound calls to one provider."""
 
     name: str
+    # Content kinds (OutboundContent.kind) this channel cannot send: the sender sends them as text
+    # (warelay.outbound.degrade) instead.
+    unsupported: frozenset[str]
 
     async def send(
         self, account: Account, recipient: UserRef, content: OutboundContent, *, reply_to: str | None = None

@@ -55,6 +55,7 @@ from warelay.inbox.store import (
 )
 from warelay.numbers import NumberInfo, NumberRegistry
 from warelay.observability import Metrics
+from warelay.outbound.degrade import as_text
 from warelay.outbound.format import markdown_to_whatsapp
 from warelay.outbound.outbox import (
     Draft,
@@ -575,10 +576,19 @@ class SendWorker(_Loop):
                 raise PermanentDeliveryError(
                     f"no channel {number.channel!r} for number {number.phone_number_id}"
                 )
+            content = p.content
+            if kind in channel.unsupported:
+                text = as_text(content)
+                if text is None:
+                    raise PermanentDeliveryError(f"channel {channel.name!r} cannot send {kind} messages")
+                send_log.info(
+                    "channel %s cannot send %s; sending it as text", channel.name, kind, extra=extra
+                )
+                content = text
             await self.pacer.acquire(number.id, number.throughput_mps)
             started = time.perf_counter()
             wamid = await channel.send(
-                number, UserRef(wa_id=p.wa_id, user_id=p.user_id), p.content, reply_to=p.reply_to
+                number, UserRef(wa_id=p.wa_id, user_id=p.user_id), content, reply_to=p.reply_to
             )
             self.metrics.send_latency.observe(time.perf_counter() - started)
         except asyncio.CancelledError:

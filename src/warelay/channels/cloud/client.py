@@ -30,6 +30,7 @@ class CloudChannel:
     """Sends messages and read receipts through Meta's Graph API."""
 
     name = "cloud"
+    unsupported: frozenset[str] = frozenset()  # the Cloud API sends every kind of content
 
     def __init__(self, *, timeout: float = 20.0, max_connections: int = 100) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
