@@ -10,10 +10,11 @@ env-configured number, the knowledge folder), restarts one that exits (after 1 s
 30 s while it keeps failing quickly), and on shutdown sends each SIGTERM — they finish or hand
 back their in-flight work — and kills those still running after their grace period. The workers
 run in their own session, so a Ctrl+C in the terminal reaches ``serve`` alone and they stop in
-that order. Each worker's standard input is a pipe from ``serve``: a byte on it says new turns were
-stored (the worker claims at once instead of at its next poll), and its end — ``serve`` is gone,
-even killed with SIGKILL — stops the worker. The workers keep their Prometheus metrics in files of a temporary
-directory (:attr:`WorkerProcesses.metrics_dir`), which ``serve``'s ``/metrics`` adds to its own.
+that order. Each worker's standard input is a pipe from ``serve``: a byte on it says new turns
+were stored (an idle worker claims at once instead of at its next poll), and its end — ``serve``
+is gone, even killed with SIGKILL — stops the worker. The workers keep their Prometheus metrics in
+files of a temporary directory (:attr:`WorkerProcesses.metrics_dir`), which ``serve``'s
+``/metrics`` adds to its own.
 """
 
 from __future__ import annotations
@@ -70,11 +71,6 @@ class WorkerProcesses:
         self.metrics_dir: Path | None = None
         self._last_wake = float("-inf")
         self._wake_due: asyncio.TimerHandle | None = None
-
-    @property
-    def pids(self) -> list[int]:
-        """The process ids of the workers running now."""
-        return [p.pid for p in self._procs.values() if p.returncode is None]
 
     async def start(self) -> Path:
         """Start the workers and keep them running; returns the directory of their metrics files."""

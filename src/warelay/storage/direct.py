@@ -207,14 +207,14 @@ def _drive(coro: Coroutine[Any, Any, R]) -> R:
 INLINE_CACHE_KIB = 32 * 1024  # SQLite's default is 2 MiB; the hot tables' pages fit in this
 
 
-def _connect(path: str, *, synchronous: str, busy_ms: int) -> sqlite3.Connection:
+def _connect(path: str, *, synchronous: str) -> sqlite3.Connection:
+    # busy timeout 0: a lock held elsewhere is waited for on the event loop (see _Sqlite).
     conn = sqlite3.connect(
-        path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False, cached_statements=1024
+        path, timeout=0, isolation_level=None, check_same_thread=False, cached_statements=1024
     )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute(f"PRAGMA busy_timeout={busy_ms}")
     return conn
 
 
@@ -269,7 +269,7 @@ class _Sqlite:
         # One connection for the loop's reads and writes: they run one after another anyway, and
         # its page cache stays valid across them (another connection's commit would invalidate it).
         if self._conn is None:
-            self._conn = _connect(self.path, synchronous=self.synchronous, busy_ms=0)
+            self._conn = _connect(self.path, synchronous=self.synchronous)
             self._conn.execute(f"PRAGMA cache_size=-{INLINE_CACHE_KIB}")
         return self._conn
 
