@@ -30,7 +30,7 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -148,6 +148,8 @@ class Services:
     settings: Settings
     metrics: Metrics
     lag: LoopLag | None = None  # set in processes that share the queue with others (see LoopLag)
+    # Completes a turn before the agent sees it (media fetched, transcribed, extracted: warelay.media).
+    prepare_turn: Callable[[Turn, NumberInfo], Awaitable[Turn]] | None = None
 
 
 class _Loop(abc.ABC):
@@ -167,6 +169,7 @@ class _Loop(abc.ABC):
         self.metrics = services.metrics
         # Turns are what costs CPU; a turn's sends go on in the process that ran it.
         self.lag = services.lag if self.kind == TURN else None
+        self.prepare_turn = services.prepare_turn
         self.concurrency = concurrency
         self.owner = worker_id()
         self._wakeup = asyncio.Event()
@@ -407,6 +410,8 @@ class TurnWorker(_Loop):
                 messages=(data.message,),
                 history=data.history,
             )
+            if self.prepare_turn is not None:
+                turn = await self.prepare_turn(turn, number)
             timeout = float(spec.config.get("timeout_seconds", self.settings.agent.timeout_seconds))
             started = time.perf_counter()
             reply = await asyncio.wait_for(agent.respond(turn), timeout=timeout)
