@@ -68,7 +68,9 @@ class LLMSettings(_Section):
         return bool(self.base_url or self.api_key)
 
 
-AgentTool = Literal["buttons", "list", "link_button", "media", "location", "location_request", "reaction"]
+AgentTool = Literal[
+    "buttons", "list", "link_button", "media", "location", "location_request", "reaction", "state", "handoff"
+]
 
 
 class AgentSettings(_Section):

@@ -84,3 +84,49 @@ async def test_llm_agent_sends_reply_buttons_the_simulator_accepts(db_url: str) 
         titles = [b["reply"]["title"] for b in interactive["action"]["buttons"]]
         assert titles == ["Hot", "Iced"]
         assert len(model.requests) == 2  # the tool call, then the answer after its result
+
+
+async def test_state_tools_commit_with_the_turn_and_a_failed_turn_changes_nothing(db_url: str) -> None:
+    def responder(body: dict[str, Any]) -> str | ToolCall:
+        last = body["messages"][-1]
+        user_text = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+        if "refund" in user_text:
+            if last["role"] != "tool":
+                return ToolCall("update_conversation_state", {"intent": "refund", "context": {"cart": None}})
+            raise FakeOpenAIError(500, "model exploded after the tool call")
+        if last["role"] != "tool":
+            if "person" in user_text:
+                return ToolCall("handoff", {"reason": "Asked for a person."})
+            cart = {"selectedItems": [{"sku": "latte", "qty": 2}]}
+            return ToolCall("update_conversation_state", {"intent": "order", "step": "cart", "context": cart})
+        return "Noted."
+
+    async with (
+        OpenAICompatibleServer(responder) as model,
+        run_stack(
+            db_url,
+            agent={"kind": "llm", "tools": ["state", "handoff"]},
+            llm={"base_url": model.base_url, "model": "test-model"},
+            worker={"max_attempts": 2},
+        ) as stack,
+    ):
+        user = "15551260004"
+        await stack.simulator.user_sends(user, "Two lattes please")
+        assert await stack.replies_to(user, 1) == ["Noted."]
+        (conversation,) = (await stack.api("/api/v1/conversations", user=user))["items"]
+        assert (conversation["intent"], conversation["step"]) == ("order", "cart")
+        assert conversation["context"] == {"selectedItems": [{"sku": "latte", "qty": 2}]}
+        assert conversation["handoff"] is None
+
+        await stack.simulator.user_sends(user, "I want a refund")
+        await stack.replies_to(user, 2, timeout=20)  # the fallback, after the last attempt failed
+        after_failure = await stack.api(f"/api/v1/conversations/{conversation['id']}")
+        assert after_failure["intent"] == "order"
+        assert after_failure["context"] == conversation["context"]
+
+        await stack.simulator.user_sends(user, "Can I talk to a person?")
+        assert (await stack.replies_to(user, 3))[2] == "Noted."
+        final = await stack.api(f"/api/v1/conversations/{conversation['id']}")
+        assert final["handoff"]["reason"] == "Asked for a person."
+        assert (final["intent"], final["previous_intent"]) == ("order", None)
+        assert stack.simulator.rejected == []

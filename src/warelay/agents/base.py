@@ -82,12 +82,16 @@ class Turn:
 
 @dataclass(frozen=True, slots=True)
 class StateChange:
-    """A change to the session's state; ``None`` leaves a field as it is."""
+    """A change to the session's state; ``None`` leaves a field as it is.
+
+    ``handoff`` asks for a human: the reason is recorded on the conversation with the time.
+    """
 
     intent: str | None = None
     step: str | None = None
     context: Mapping[str, Any] | None = None
     metadata: Mapping[str, Any] | None = None
+    handoff: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

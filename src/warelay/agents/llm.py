@@ -34,7 +34,8 @@ from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
 from pydantic_ai.settings import ModelSettings
 
 from warelay.agents.base import AgentDeps, AgentReply, AgentSpec, HistoryItem, Passage, Turn, register_agent
-from warelay.agents.rich import RichReplies, rich_tools
+from warelay.agents.actions import TurnActions
+from warelay.agents.rich import rich_tools
 from warelay.domain import OutText
 from warelay.errors import AgentError
 
@@ -198,9 +199,9 @@ class LLMAgent:
             raise ValueError("the llm agent's 'tools' must be a list of tool names")
         # output_type allows None so an empty answer ends the run at once (no retry request by
         # pydantic-ai): an error of our own unless the model answered with rich replies instead.
-        self._agent: PydanticAgent[RichReplies, str | None] = PydanticAgent(
+        self._agent: PydanticAgent[TurnActions, str | None] = PydanticAgent(
             self._model,
-            deps_type=RichReplies,
+            deps_type=TurnActions,
             output_type=[str, type(None)],
             model_settings=_model_settings(config, deps),
             tools=rich_tools(tools),
@@ -229,7 +230,9 @@ class LLMAgent:
         if passages:
             instructions = f"{instructions}\n\n{_knowledge_section(business, passages)}"
         window = turn.history[-self._history_window :] if self._history_window > 0 else ()
-        rich = RichReplies(reply_to=turn.messages[-1].provider_message_id if turn.messages else None)
+        rich = TurnActions(
+            reply_to=turn.messages[-1].provider_message_id if turn.messages else None, session=turn.session
+        )
         try:
             result = await self._agent.run(
                 text,
@@ -255,6 +258,7 @@ class LLMAgent:
             )
         return AgentReply(
             replies=rich.around(OutText(body=answer) if answer else None),
+            state=rich.state_change(),
             notes={
                 "passages": [p.id for p in passages],
                 "rich": [r.kind for r in rich.replies],

@@ -7,8 +7,8 @@ Each tool turns the model's arguments into a domain message (:class:`OutButtons`
 against WhatsApp's limits before anything is sent: a reply that breaks one (a 21-character button
 title, a fourth button, eleven list rows) goes back to the model as a retry with the reason, so
 it can shorten or regroup instead of the send failing later. Accepted replies collect in the run's
-:class:`RichReplies` and go out after the model's text, in the order the model made them (a
-reaction first: it belongs to the user's message, not to the answer).
+:class:`~warelay.agents.actions.TurnActions` and go out after the model's text, in the order the
+model made them (a reaction first: it belongs to the user's message, not to the answer).
 
 An agent enables the tools it wants with ``tools`` in its configuration (names in :data:`TOOLS`);
 none are on by default, so a model that is not told about them costs nothing extra per turn.
@@ -17,18 +17,16 @@ none are on by default, so a model that is not told about them costs nothing ext
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_ai import ModelRetry, RunContext, Tool
 
-# WhatsApp's content limits; the Cloud API body builder is where they are written down once.
-from warelay.channels.cloud.payloads import ContentLimitError, message_body
+from warelay.agents.actions import TurnActions
+from warelay.agents.state import STATE_TOOLS
 from warelay.domain import (
     ListRow,
     ListSection,
-    OutboundContent,
     OutButtons,
     OutCtaUrl,
     OutList,
@@ -39,30 +37,7 @@ from warelay.domain import (
     ReplyButton,
 )
 
-__all__ = ["TOOLS", "RichReplies", "rich_tools"]
-
-
-@dataclass
-class RichReplies:
-    """What the model asked to send during one run, in order, and the message it answers."""
-
-    reply_to: str | None
-    replies: list[OutboundContent] = field(default_factory=list)
-
-    def add(self, content: OutboundContent) -> str:
-        """Check ``content`` against WhatsApp's limits and keep it; a broken limit asks the model again."""
-        try:
-            message_body("0", content)
-        except ContentLimitError as exc:
-            raise ModelRetry(f"Not sent: {exc}. Fix it and call the tool again.") from exc
-        self.replies.append(content)
-        return "Queued; it is sent after your text answer."
-
-    def around(self, text: OutboundContent | None) -> tuple[OutboundContent, ...]:
-        """The replies in order: a reaction first (it answers the user's message), the text, the rest."""
-        reactions = [r for r in self.replies if isinstance(r, OutReaction)]
-        others = [r for r in self.replies if not isinstance(r, OutReaction)]
-        return (*reactions, *([text] if text is not None else []), *others)
+__all__ = ["TOOLS", "rich_tools"]
 
 
 class ListItem(BaseModel):
@@ -86,7 +61,7 @@ def _option_id(prefix: str, n: int) -> str:
 
 
 async def send_buttons(
-    ctx: RunContext[RichReplies],
+    ctx: RunContext[TurnActions],
     body: str,
     buttons: list[str],
     header: str | None = None,
@@ -105,7 +80,7 @@ async def send_buttons(
 
 
 async def send_list(
-    ctx: RunContext[RichReplies],
+    ctx: RunContext[TurnActions],
     body: str,
     button: str,
     groups: list[ListGroup],
@@ -136,7 +111,7 @@ async def send_list(
 
 
 async def send_link_button(
-    ctx: RunContext[RichReplies], body: str, button_text: str, url: str, footer: str | None = None
+    ctx: RunContext[TurnActions], body: str, button_text: str, url: str, footer: str | None = None
 ) -> str:
     """Send a message with one button that opens a web page.
 
@@ -150,7 +125,7 @@ async def send_link_button(
 
 
 async def send_media(
-    ctx: RunContext[RichReplies],
+    ctx: RunContext[TurnActions],
     kind: Literal["image", "video", "document"],
     url: str,
     caption: str | None = None,
@@ -171,7 +146,7 @@ async def send_media(
 
 
 async def send_location(
-    ctx: RunContext[RichReplies],
+    ctx: RunContext[TurnActions],
     latitude: float,
     longitude: float,
     name: str | None = None,
@@ -188,7 +163,7 @@ async def send_location(
     return ctx.deps.add(OutLocation(latitude=latitude, longitude=longitude, name=name, address=address))
 
 
-async def ask_for_location(ctx: RunContext[RichReplies], body: str) -> str:
+async def ask_for_location(ctx: RunContext[TurnActions], body: str) -> str:
     """Ask the customer to share their location, with a "Send location" button (e.g. for delivery).
 
     Args:
@@ -197,7 +172,7 @@ async def ask_for_location(ctx: RunContext[RichReplies], body: str) -> str:
     return ctx.deps.add(OutLocationRequest(body=body))
 
 
-async def react(ctx: RunContext[RichReplies], emoji: str) -> str:
+async def react(ctx: RunContext[TurnActions], emoji: str) -> str:
     """React to the customer's message with one emoji (e.g. 👍 or ❤️).
 
     Args:
@@ -225,12 +200,13 @@ TOOLS: Final[dict[str, Callable[..., Any]]] = {
 }
 
 
-def rich_tools(names: Sequence[str]) -> list[Tool[RichReplies]]:
-    """The tools an agent configuration enables (``tools: [buttons, list, …]``); unknown names are refused."""
-    unknown = sorted(set(names) - set(TOOLS))
+def rich_tools(names: Sequence[str]) -> list[Tool[TurnActions]]:
+    """The tools an agent configuration enables (``tools: [buttons, list, state, …]``); unknown names
+    are refused. Besides the replies here: ``state`` and ``handoff`` (:mod:`warelay.agents.state`)."""
+    unknown = sorted(set(names) - set(TOOLS) - set(STATE_TOOLS))
     if unknown:
-        raise ValueError(f"unknown agent tools {unknown}; known: {sorted(TOOLS)}")
-    return [
-        Tool(TOOLS[name], takes_ctx=True, docstring_format="google", max_retries=MAX_RETRIES)
-        for name in dict.fromkeys(names)
-    ]
+        raise ValueError(f"unknown agent tools {unknown}; known: {sorted({*TOOLS, *STATE_TOOLS})}")
+    functions: list[Callable[..., Any]] = []
+    for name in dict.fromkeys(names):
+        functions.extend([TOOLS[name]] if name in TOOLS else STATE_TOOLS[name])
+    return [Tool(f, takes_ctx=True, docstring_format="google", max_retries=MAX_RETRIES) for f in functions]

@@ -20,6 +20,13 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
+class HandoffPublic(BaseModel):
+    """The agent's request for a human: why, and when."""
+
+    reason: str
+    at: datetime
+
+
 class ConversationPublic(BaseModel):
     """A conversation (session) as the API shows it."""
 
@@ -37,6 +44,9 @@ class ConversationPublic(BaseModel):
     previous_step: str | None = None
     context: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    handoff: HandoffPublic | None = Field(
+        default=None, description="set when the agent asked for a human to take over"
+    )
     last_activity: datetime
     expires_at: datetime
     created_at: datetime
@@ -56,6 +66,11 @@ class MessagePublic(BaseModel):
     reply_to: str | None = None
     error: dict[str, Any] | None = None
     provider_timestamp: datetime | None = None
+    turn_notes: dict[str, Any] | None = Field(
+        default=None,
+        description="on the first message of a turn: the agent's kind and model, the passages it "
+        "used and the turn's messages",
+    )
     created_at: datetime
     updated_at: datetime
 

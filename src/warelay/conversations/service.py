@@ -113,7 +113,8 @@ async def _load_history(
 async def apply_state_changes(
     tx: Tx, changes: Sequence[tuple[str, SessionState, StateChange]], now: datetime
 ) -> None:
-    """Commit agents' state changes; the previous intent/step are kept when they change."""
+    """Commit agents' state changes; the previous intent/step are kept when they change, and a
+    hand-off request is recorded with its time."""
     for conversation_id, before, change in changes:
         values: dict[str, Any] = {}
         if change.intent is not None and change.intent != before.intent:
@@ -126,6 +127,9 @@ async def apply_state_changes(
             values["context"] = dict(change.context)
         if change.metadata is not None:
             values["metadata"] = dict(change.metadata)
+        if change.handoff is not None:
+            values["handoff_reason"] = change.handoff
+            values["handoff_at"] = now
         if values:
             # Column names come from the fixed set above; every value is a bound parameter.
             assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(values, start=3))

@@ -170,6 +170,9 @@ class Conversation(Base):
     previous_step: Mapped[str | None] = mapped_column(String(200))
     context: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", Json, default=dict)
+    # Set when the agent asked for a human (its ``handoff`` tool): why, and when.
+    handoff_reason: Mapped[str | None] = mapped_column(Text)
+    handoff_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_activity: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -200,6 +203,9 @@ class Message(Base):
     reply_to: Mapped[str | None] = mapped_column(String(200))
     turn_message_id: Mapped[int | None] = mapped_column(BigId)
     part: Mapped[int] = mapped_column(Integer, default=0)
+    # On a turn's first inbound message: what the agent reported (kind, model, passages used, the
+    # turn's messages), so an operator can see why it answered as it did.
+    turn_notes: Mapped[dict[str, Any] | None] = mapped_column(Json)
     provider_timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -22,6 +22,7 @@ from warelay.agents.base import AgentDeps
 from warelay.agents.llm import LLMAgent
 from warelay.agents.provider import env_agent_defaults
 from warelay.agents.rich import TOOLS
+from warelay.agents.state import STATE_TOOLS
 from warelay.config import AgentTool, Settings
 from warelay.domain import (
     ListRow,
@@ -167,7 +168,7 @@ def test_unknown_or_malformed_tool_configuration_is_refused(tools: Any) -> None:
 
 
 def test_the_settings_know_every_tool_and_hand_them_to_the_agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert set(get_args(AgentTool)) == set(TOOLS)
+    assert set(get_args(AgentTool)) == set(TOOLS) | set(STATE_TOOLS)
     monkeypatch.setenv("WARELAY_AGENT__TOOLS", '["buttons", "reaction"]')
     assert env_agent_defaults(Settings())["tools"] == ["buttons", "reaction"]
     monkeypatch.setenv("WARELAY_AGENT__TOOLS", '["carousel"]')

@@ -15,6 +15,7 @@ from warelay.api.deps import Principal, ReaderDep, RuntimeDep
 from warelay.api.schemas import (
     ConversationPublic,
     FailurePublic,
+    HandoffPublic,
     MessagePublic,
     Page,
     decode_cursor,
@@ -69,6 +70,7 @@ def _conversation_public(row: Any) -> ConversationPublic:
         previous_step=row.previous_step,
         context=row.context or {},
         metadata=row.metadata or {},
+        handoff=HandoffPublic(reason=row.handoff_reason, at=row.handoff_at) if row.handoff_at else None,
         last_activity=row.last_activity,
         expires_at=row.expires_at,
         created_at=row.created_at,
