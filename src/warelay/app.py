@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -26,6 +26,9 @@ from warelay.api.routes import health, inspect, webhooks
 from warelay.config import Settings
 from warelay.runtime import Runtime
 from warelay.supervisor import WorkerProcesses
+
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
 
 log = logging.getLogger("warelay.api")
 
@@ -70,10 +73,14 @@ def create_app(
     run_workers: bool | None = None,
     migrate: bool = True,
     worker_processes: WorkerProcesses | None = None,
+    llm_model: Model | None = None,
 ) -> FastAPI:
-    """Build the application; its runtime (and worker processes, if any) start and stop with its lifespan."""
+    """Build the application; its runtime (and worker processes, if any) start and stop with its lifespan.
+
+    ``llm_model`` is a pydantic-ai model the ``llm`` agents use instead of their configured endpoint.
+    """
     settings.check_serving()
-    runtime = Runtime(settings, run_workers=run_workers, migrate=migrate)
+    runtime = Runtime(settings, run_workers=run_workers, migrate=migrate, llm_model=llm_model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,6 +39,9 @@ from warelay.outbound.ratelimit import Pacer
 from warelay.storage.db import create_engine, read_only, upgrade
 from warelay.storage.direct import Database
 
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
+
 log = logging.getLogger("warelay.runtime")
 
 
@@ -52,6 +56,7 @@ class Runtime:
         migrate: bool = True,
         setup: bool = True,
         share_work: bool = False,
+        llm_model: Model | None = None,
     ) -> None:
         self.settings = settings
         self.run_workers = settings.worker.enabled if run_workers is None else run_workers
@@ -75,9 +80,8 @@ class Runtime:
         }
         self.pacer = Pacer()
         self.retriever = DatabaseRetriever(self.db)
-        self.agents = AgentProvider(
-            self.engine, AgentDeps(retriever=self.retriever, settings=settings), settings
-        )
+        deps = AgentDeps(retriever=self.retriever, settings=settings, llm_model=llm_model)
+        self.agents = AgentProvider(self.engine, deps, settings)
         # A worker process beside others measures how far behind it is, to leave them new work.
         self.lag = LoopLag() if share_work and self.run_workers else None
         services = Services(

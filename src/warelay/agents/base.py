@@ -150,6 +150,9 @@ class AgentDeps:
 
     retriever: Retriever
     settings: Any  # warelay.config.Settings; typed loosely so agents stay importable on their own
+    # A pydantic-ai model the ``llm`` agent uses instead of the endpoint its configuration names
+    # (``warelay eval`` and tests hand in a FunctionModel); None: the configured endpoint.
+    llm_model: Any = None
 
 
 AgentFactory = Callable[[AgentSpec, AgentDeps], Agent]

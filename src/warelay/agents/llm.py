@@ -33,8 +33,8 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
 from pydantic_ai.settings import ModelSettings
 
-from warelay.agents.base import AgentDeps, AgentReply, AgentSpec, HistoryItem, Passage, Turn, register_agent
 from warelay.agents.actions import TurnActions
+from warelay.agents.base import AgentDeps, AgentReply, AgentSpec, HistoryItem, Passage, Turn, register_agent
 from warelay.agents.rich import rich_tools
 from warelay.domain import OutText
 from warelay.errors import AgentError
@@ -286,4 +286,4 @@ class LLMAgent:
 @register_agent("llm")
 def create_llm_agent(spec: AgentSpec, deps: AgentDeps) -> LLMAgent:
     """Build the ``llm`` agent of a stored configuration (model from its config, else ``settings.llm``)."""
-    return LLMAgent(spec, deps)
+    return LLMAgent(spec, deps, model=deps.llm_model)
