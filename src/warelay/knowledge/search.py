@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from warelay.agents.base import Passage
+from warelay.knowledge.fuzzy import Vocabulary, correct_groups
 from warelay.knowledge.text import query_groups
 from warelay.storage.direct import Database, Row, Tx
 
@@ -58,7 +59,7 @@ MATCH_BUDGET: Final = 1000
 # Each statement carries the version of the agent's documents (count, passages, newest change):
 # the cheap aggregate over a handful of rows that tells whether cached term statistics still hold.
 # Columns of the search statements: the passage (see _Hit), then the version.
-_VERSION_COLUMNS: Final = slice(6, 10)
+_VERSION_COLUMNS: Final = slice(7, 11)
 
 # SQLite's CROSS JOIN keeps the written join order: the FTS5 match must drive the query (left to
 # itself the planner walks the agent's passages and runs the MATCH once per passage: seconds).
@@ -68,7 +69,7 @@ _VERSION_COLUMNS: Final = slice(6, 10)
 # query syntax typed in a question ever reaches the statement's text.
 # Parameters: ?1 tenant, ?2 agent, ?3 FTS5 match expression, ?4 candidates.
 _SQLITE_SEARCH: Final = """
-    SELECT p.id, p.title, p.content, p.answer, p.search_text, d.name AS document,
+    SELECT p.id, p.title, p.content, p.answer, p.search_text, d.name AS document, p.language,
            v.docs, v.passages, v.max_id, v.changed
     FROM (
         SELECT knowledge_fts.rowid AS id, bm25(knowledge_fts) AS rank
@@ -90,7 +91,7 @@ _SQLITE_SEARCH: Final = """
 # Parameters: $1 tenant, $2 agent, $3 candidates, $4 the tsquery (GIN variant only), then per
 # word group its terms and its weight (see _postgres_sql and _postgres_terms).
 _POSTGRES_SEARCH: Final = """
-    SELECT p.id, p.title, p.content, p.answer, p.search_text, d.name AS document,
+    SELECT p.id, p.title, p.content, p.answer, p.search_text, d.name AS document, p.language,
            v.docs, v.passages, v.max_id, v.changed
     FROM (
         SELECT id, size FROM (
@@ -217,11 +218,18 @@ _B: Final = 0.75
 
 
 def score_passage(
-    groups: Sequence[tuple[str, ...]], weights: Sequence[float], search_text: str, average_length: float
+    groups: Sequence[tuple[str, ...]],
+    weights: Sequence[float],
+    search_text: str,
+    average_length: float,
+    *,
+    credits: Sequence[Mapping[str, float]] | None = None,
 ) -> tuple[float, float]:
     """(confidence, bm25) of one passage for a question's word groups and their IDF weights.
 
-    The confidence is the weighted share of the groups having a term in the passage (0..1).
+    The confidence is the weighted share of the groups having a term in the passage (0..1). A term
+    counts with its credit (``credits[i][term]``, 1 when absent: the corrections of the trigram
+    fallback count their similarity).
     """
     total = sum(weights)
     if total <= 0:
@@ -231,13 +239,17 @@ def score_passage(
     norm = _K1 * (1.0 - _B + _B * len(terms) / max(average_length, 1.0))
     found = 0.0
     bm25 = 0.0
-    for group, weight in zip(groups, weights, strict=True):
+    for i, (group, weight) in enumerate(zip(groups, weights, strict=True)):
         if present.isdisjoint(group):
             continue
-        found += weight
+        credit = 0.0
+        for term in group:
+            if term in present:
+                credit = max(credit, credits[i].get(term, 1.0) if credits is not None else 1.0)
+        found += weight * credit
         # The alternative terms of one word are indexed side by side; count the word once.
         tf = max(terms.count(term) for term in group if term in present)
-        bm25 += weight * tf * (_K1 + 1.0) / (tf + norm)
+        bm25 += weight * credit * tf * (_K1 + 1.0) / (tf + norm)
     return found / total, bm25
 
 
@@ -294,7 +306,7 @@ def plan_match(
     return plans
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _ScopeStats:
     version: tuple[Any, ...]
     passages: int
@@ -306,6 +318,27 @@ class _ScopeStats:
         total = max(self.passages, 1)
         return [idf(max(self.document_frequency.get(t, 0) for t in group), total) for group in groups]
 
+    @functools.cached_property
+    def vocabulary(self) -> Vocabulary:
+        """The trigram index of the scope's terms, built on the first question that needs it."""
+        return Vocabulary(self.document_frequency)
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """A question's word groups as searched: trigram corrections added, with their credits."""
+
+    groups: tuple[tuple[str, ...], ...]
+    credits: tuple[Mapping[str, float], ...]
+
+
+def _expand(groups: Sequence[tuple[str, ...]], stats: _ScopeStats) -> _Query:
+    """The question's groups, unknown words completed by the trigram fallback (see knowledge.fuzzy)."""
+    if all(any(stats.document_frequency.get(t, 0) for t in group) for group in groups):
+        return _Query(tuple(groups), tuple({} for _ in groups))
+    corrected, credits = correct_groups(groups, stats.document_frequency, stats.vocabulary)
+    return _Query(corrected, credits)
+
 
 class _Hit(NamedTuple):
     """A candidate passage (the first columns of the search statements)."""
@@ -316,6 +349,7 @@ class _Hit(NamedTuple):
     answer: str | None
     search_text: str
     document: str
+    language: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +357,7 @@ class _Found:
     """What one question's transaction found: the statistics it used, candidates, their version."""
 
     stats: _ScopeStats
+    query: _Query
     hits: list[_Hit]
     version: tuple[Any, ...] | None  # None when there are no candidates
 
@@ -343,14 +378,15 @@ async def _find(
     """One question's transaction: the scope's statistics (unless given), then its candidates."""
     if stats is None:
         stats = await _load_stats(tx, tenant_id, agent_id)
+    query = _expand(groups, stats)
     if tx.postgres:
-        rows = await _postgres_candidates(tx, tenant_id, agent_id, groups, stats, candidates)
+        rows = await _postgres_candidates(tx, tenant_id, agent_id, query.groups, stats, candidates)
     else:
-        rows = await _sqlite_candidates(tx, tenant_id, agent_id, groups, stats, candidates)
+        rows = await _sqlite_candidates(tx, tenant_id, agent_id, query.groups, stats, candidates)
     if not rows:
-        return _Found(stats, [], None)
-    hits = [_Hit(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
-    return _Found(stats, hits, tuple(rows[0][_VERSION_COLUMNS]))
+        return _Found(stats, query, [], None)
+    hits = [_Hit(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+    return _Found(stats, query, hits, tuple(rows[0][_VERSION_COLUMNS]))
 
 
 async def _sqlite_candidates(
@@ -455,13 +491,25 @@ class DatabaseRetriever:
             stats = await self._refresh_stats(key, found.version)
         if key in self._stats:  # another search may have evicted it meanwhile
             self._stats.move_to_end(key)
-        weights = stats.weights(groups)
+        expanded = found.query
+        weights = stats.weights(expanded.groups)
         scored = sorted(
             (
-                (*score_passage(groups, weights, hit.search_text, stats.average_length), hit)
+                (
+                    *score_passage(
+                        expanded.groups,
+                        weights,
+                        hit.search_text,
+                        stats.average_length,
+                        credits=expanded.credits,
+                    ),
+                    hit,
+                )
                 for hit in found.hits
             ),
-            key=lambda item: (-item[0], -item[1], item[2].id),
+            # Equal confidence: a passage in the question's language first (a FAQ kept in several
+            # languages has the same names and numbers in each), then the better BM25 score.
+            key=lambda item: (-round(item[0], 4), item[2].language != detected, -item[1], item[2].id),
         )
         results = [
             Passage(
@@ -479,7 +527,7 @@ class DatabaseRetriever:
             tenant_id,
             agent_id,
             detected,
-            groups,
+            expanded.groups,
             [(p.id, p.score) for p in results[:3]],
         )
         return results
