@@ -253,6 +253,9 @@ def warelay_env(
             "WARELAY_WHATSAPP__GRAPH_URL": f"http://127.0.0.1:{sim_port}",
             "WARELAY_WHATSAPP__THROUGHPUT_MPS": str(THROUGHPUT_MPS),
             "WARELAY_AGENT__KIND": scenario.agent,
+            # One reply per message, as the core's targets are stated (issue 3 keeps bursts off here).
+            "WARELAY_AGENT__ABORT_ON_NEWER": "false",
+            "WARELAY_AGENT__BURST_WINDOW_MS": "0",
         }
     )
     if llm_port is not None:

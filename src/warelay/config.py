@@ -87,6 +87,13 @@ class AgentSettings(_Section):
     acknowledgement: str | None = None
     # Rich replies the llm agent may send (warelay.agents.rich), as JSON: '["buttons", "list"]'.
     tools: tuple[AgentTool, ...] = ()
+    # Bursts (people type in fragments): a message that arrives while the agent is still answering
+    # the same user discards that answer and re-runs the turn with everything received; with a
+    # window, messages arriving within it of each other become one turn before the agent starts
+    # (each new message restarts the window, up to burst_max_ms after the first).
+    abort_on_newer: bool = True
+    burst_window_ms: int = Field(default=0, ge=0, le=60_000)
+    burst_max_ms: int = Field(default=8_000, ge=0, le=120_000)
 
 
 class ConversationSettings(_Section):

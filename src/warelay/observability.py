@@ -120,6 +120,11 @@ class Metrics:
         self.dead_letters = Counter(
             "warelay_dead_letters", "Work items dead-lettered, by kind", ["kind"], registry=r
         )
+        self.turn_reruns = Counter(
+            "warelay_turn_reruns",
+            "Agent answers discarded because the user wrote again before they were sent (abort on newer)",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "warelay_queue_depth",
             "Unfinished work items, by kind",

@@ -107,6 +107,8 @@ class Runtime:
         stored_count = sum(len(r.stored) for r in stored.results)
         left = stored_count - len(stored.leased)
         self.turns.hand_over(stored.leased, left=left)
+        # A turn generating here for a conversation that just got a message re-runs with it.
+        self.turns.arrived(conv for result in stored.results for _, _, conv in result.stored)
         if left and self.wake_others is not None:
             self.wake_others()
         return stored.results

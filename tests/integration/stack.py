@@ -51,7 +51,8 @@ def stack_settings(db_url: str, *, warelay_port: int, sim_url: str, **overrides:
             "graph_url": sim_url,
             "throughput_mps": 1000,
         },
-        "agent": {"kind": "test-echo"},
+        # The core's one-reply-per-message tests run with the burst settings off (issue 3).
+        "agent": {"kind": "test-echo", "abort_on_newer": False, "burst_window_ms": 0},
         "worker": {"poll_interval_seconds": 0.05, "backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2},
     }
     for key, value in overrides.items():

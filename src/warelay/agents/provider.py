@@ -23,7 +23,13 @@ from warelay.storage.models import Agent as AgentRow
 def env_agent_defaults(settings: Settings) -> dict[str, Any]:
     """Agent settings from ``WARELAY_AGENT__*``; stored configurations inherit them unless they override."""
     a = settings.agent
-    defaults: dict[str, Any] = {"fallback_text": a.fallback_text, "timeout_seconds": a.timeout_seconds}
+    defaults: dict[str, Any] = {
+        "fallback_text": a.fallback_text,
+        "timeout_seconds": a.timeout_seconds,
+        "abort_on_newer": a.abort_on_newer,
+        "burst_window_ms": a.burst_window_ms,
+        "burst_max_ms": a.burst_max_ms,
+    }
     for key in ("system_prompt", "unknown_text", "acknowledgement"):
         value = getattr(a, key)
         if value is not None:

@@ -8,7 +8,7 @@ three queries, and commits the agent's state change with the turn.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -139,3 +139,91 @@ async def apply_state_changes(
                 now,
                 *values.values(),
             )
+
+
+@dataclass(frozen=True, slots=True)
+class Follower:
+    """A message queued behind a turn in its conversation, taken into that turn (a burst)."""
+
+    item_id: int  # its work item, finished (or dead-lettered) together with the turn's own
+    message_id: int
+    message: InboundMessage
+
+
+async def load_followers(tx: Tx, conversation_id: str, after_item: int, limit: int) -> list[Follower]:
+    """The user's messages waiting behind work item ``after_item`` in the conversation's turn lane.
+
+    A message that no longer reads as a domain message is left for its own turn (which dead-letters it).
+    """
+    rows = await tx.fetch(
+        "SELECT w.id, m.id, m.content, m.raw FROM work_items AS w JOIN messages AS m ON m.id = w.message_id"
+        " WHERE w.conversation_id = $1 AND w.kind = 'turn' AND w.state = 'waiting' AND w.id > $2"
+        " ORDER BY w.id LIMIT $3",
+        conversation_id,
+        after_item,
+        limit,
+    )
+    followers: list[Follower] = []
+    for item_id, message_id, content, raw in rows:
+        try:
+            message = message_from_record(tx.json(content), tx.json(raw))
+        except ValueError:
+            break  # keep order: the unreadable one and everything after it wait for their own turns
+        followers.append(Follower(int(item_id), int(message_id), message))
+    return followers
+
+
+async def newest_waiting(tx: Tx, conversation_id: str) -> tuple[int, str | None] | None:
+    """The newest user message queued in the conversation's turn lane: (work item id, provider id)."""
+    rows = await tx.fetch(
+        "SELECT w.id, m.provider_message_id FROM work_items AS w JOIN messages AS m ON m.id = w.message_id"
+        " WHERE w.conversation_id = $1 AND w.kind = 'turn' AND w.state = 'waiting'"
+        " ORDER BY w.id DESC LIMIT 1",
+        conversation_id,
+    )
+    return (int(rows[0][0]), rows[0][1]) if rows else None
+
+
+async def close_followers(
+    tx: Tx, turns: Sequence[tuple[int, str, Sequence[int]]], *, error: dict[str, Any] | None, now: datetime
+) -> None:
+    """End the followers taken into turns ``(head item id, head lease, follower item ids)`` whose
+    head is still leased to us: deleted when the turn is done, dead-lettered with it (``error``).
+
+    Runs before the heads are finished, so the lane's next head is the first message after them.
+    """
+    rows = [(list(ids), head, lease) for head, lease, ids in turns if ids]
+    if not rows:
+        return
+    guard = "EXISTS (SELECT 1 FROM work_items AS h WHERE h.id = $2 AND h.lease_owner = $3)"
+    if error is None:
+        await tx.executemany(
+            f"DELETE FROM work_items WHERE id = ANY($1) AND state = 'waiting' AND {guard}",  # noqa: S608
+            rows,
+        )
+    else:
+        dead = "UPDATE work_items SET state = 'dead', last_error = $4, updated_at = $5"
+        await tx.executemany(
+            f"{dead} WHERE id = ANY($1) AND state = 'waiting' AND {guard}",
+            [(*row, error, now) for row in rows],
+        )
+
+
+async def stale_turns(tx: Tx, newest_taken: Mapping[str, int]) -> set[str]:
+    """Conversations in which a user message arrived after the newest one a turn took (abort on newer)."""
+    if not newest_taken:
+        return set()
+    rows = await tx.fetch(
+        "SELECT conversation_id, max(id) FROM work_items WHERE kind = 'turn' AND state = 'waiting'"
+        " AND conversation_id = ANY($1) GROUP BY conversation_id",
+        sorted(newest_taken),
+    )
+    return {conv for conv, newest in rows if int(newest) > newest_taken[conv]}
+
+
+async def record_turn_notes(tx: Tx, notes: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+    """Keep what agents reported about their turns on each turn's first message (for operators)."""
+    if notes:
+        await tx.executemany(
+            "UPDATE messages SET turn_notes = $2 WHERE id = $1", [(m, dict(n)) for m, n in notes]
+        )

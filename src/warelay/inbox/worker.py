@@ -30,17 +30,27 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from warelay.agents.base import AgentReply, StateChange, Turn
+from warelay.agents.base import Agent, AgentReply, StateChange, Turn
 from warelay.agents.provider import AgentProvider
 from warelay.batching import Batcher
 from warelay.channels.base import Channel
 from warelay.config import Settings
-from warelay.conversations.service import TurnData, apply_state_changes, load_turns
+from warelay.conversations.service import (
+    Follower,
+    TurnData,
+    apply_state_changes,
+    close_followers,
+    load_followers,
+    load_turns,
+    newest_waiting,
+    record_turn_notes,
+    stale_turns,
+)
 from warelay.domain import OutboundContent, OutText, UserRef
 from warelay.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from warelay.inbox.store import (
@@ -52,6 +62,7 @@ from warelay.inbox.store import (
     LeaseOffer,
     dead_letter_items,
     finish_items,
+    lock_conversations,
 )
 from warelay.numbers import NumberInfo, NumberRegistry
 from warelay.observability import Metrics
@@ -157,7 +168,7 @@ class _Loop(abc.ABC):
 
     kind: str
     log: logging.Logger
-    _completer: Batcher[Any, bool]  # group-commits the results of finished items
+    _completer: Batcher[Any, Any]  # group-commits the results of finished items
 
     def __init__(self, services: Services, *, concurrency: int) -> None:
         self.db = services.db
@@ -351,12 +362,68 @@ class _Loop(abc.ABC):
         await self._completer.close()
 
 
+class Clock(Protocol):
+    """Time as the turn worker waits for it (a test drives a fake one)."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def monotonic(self) -> float:
+        """``time.monotonic()``."""
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        """``asyncio.sleep(seconds)``."""
+        await asyncio.sleep(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Bursts:
+    """How an agent treats messages that come in fragments (``WARELAY_AGENT__ABORT_ON_NEWER``,
+    ``…__BURST_WINDOW_MS``, ``…__BURST_MAX_MS``; per agent in its configuration)."""
+
+    abort_on_newer: bool
+    window: float  # seconds of quiet that end a burst before the agent starts; 0: start at once
+    cap: float  # seconds after the first message when the agent starts anyway
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> Bursts:
+        """The settings of an agent configuration (which carries the environment's defaults)."""
+        window = max(0.0, float(config.get("burst_window_ms") or 0) / 1000)
+        cap = max(window, float(config.get("burst_max_ms") or 0) / 1000)
+        return cls(bool(config.get("abort_on_newer", False)), window, cap)
+
+    @property
+    def merging(self) -> bool:
+        """Whether a turn takes the messages queued behind it."""
+        return self.abort_on_newer or self.window > 0
+
+
+MAX_TURN_MESSAGES = 50  # messages one turn takes; the rest wait for the next turn
+MAX_RERUNS = 3  # answers discarded for newer messages before one is sent anyway
+
+
 @dataclass(frozen=True, slots=True)
 class _TurnDone:
     item: Claimed
     data: TurnData
     drafts: tuple[Draft, ...]
     state: StateChange | None
+    followers: tuple[int, ...] = ()  # work items of the messages the turn took besides its own
+    check_newer: bool = False  # discard the answer if a newer message is queued (abort on newer)
+    notes: Mapping[str, Any] | None = None
+
+
+DONE, LOST, STALE = "done", "lost", "stale"
 
 
 class TurnWorker(_Loop):
@@ -369,7 +436,22 @@ class TurnWorker(_Loop):
         super().__init__(services, concurrency=services.settings.worker.agent_concurrency)
         self.agents = agents
         self.sender = sender
-        self._completer: Batcher[_TurnDone, bool] = Batcher(self._complete, name="turn-complete")
+        self.clock: Clock = SystemClock()
+        self._completer: Batcher[_TurnDone, str] = Batcher(self._complete, name="turn-complete")
+        # Conversations whose turn is generating here with abort-on-newer, and the event that a
+        # newer message for it was stored by this process (see arrived).
+        self._watched: dict[str, asyncio.Event] = {}
+
+    def arrived(self, conversation_ids: Iterable[str]) -> None:
+        """This process stored new messages in these conversations: interrupt their turns here.
+
+        Turns of other processes learn of the message when they commit (see ``stale_turns``).
+        """
+        if self._watched:
+            for conversation_id in conversation_ids:
+                event = self._watched.get(conversation_id)
+                if event is not None:
+                    event.set()
 
     async def _load(self, tx: Tx, claimed: list[Claimed]) -> dict[int, TurnData | ValueError]:
         return await load_turns(tx, claimed, history_window=self.settings.conversations.history_window)
@@ -392,50 +474,157 @@ class TurnWorker(_Loop):
     async def _process(self, item: Claimed, data: TurnData) -> None:
         wamid = data.message.provider_message_id
         extra = {"wamid": wamid, "conversation": item.conversation_id, "work_item": item.id}
+        followers: list[Follower] = []
         try:
             number = await self._number(data.number_id)
             spec, agent = await self.agents.for_number(number)
+            bursts = Bursts.of(spec.config)
             if item.attempts == 1:
                 self._show_activity(number, wamid)
                 await self._acknowledge(item, data, spec.config.get("acknowledgement"))
-            turn = Turn(
-                tenant_id=number.tenant_id,
-                tenant=number.tenant,
-                number_id=number.id,
-                phone_number_id=number.phone_number_id,
-                agent_id=spec.id,
-                user_key=data.user_key,
-                user_name=data.user_name,
-                session=data.session,
-                messages=(data.message,),
-                history=data.history,
-            )
-            if self.prepare_turn is not None:
-                turn = await self.prepare_turn(turn, number)
+            if bursts.window > 0:
+                await self._quiet(item, number, bursts)
             timeout = float(spec.config.get("timeout_seconds", self.settings.agent.timeout_seconds))
-            started = time.perf_counter()
-            reply = await asyncio.wait_for(agent.respond(turn), timeout=timeout)
-            self.metrics.agent_latency.labels(spec.kind).observe(time.perf_counter() - started)
-            contents = render_replies(reply)
-            drafts = tuple(
-                Draft(
-                    conversation_id=item.conversation_id,
-                    number_id=number.id,
-                    content=content,
-                    reply_to=wamid if i == 0 else None,
-                    turn_message_id=item.message_id,
-                    part=i,
-                )
-                for i, content in enumerate(contents)
-            )
-            if await self._completer.submit(_TurnDone(item, data, drafts, reply.state)):
-                log.debug("turn done with %d replies", len(drafts), extra=extra)
-            else:
-                log.warning("turn finished after its lease was taken over; dropped", extra=extra)
+            reruns = 0
+            while True:
+                watch = bursts.abort_on_newer and reruns < MAX_RERUNS
+                newer = self._watch(item.conversation_id) if watch else None
+                try:
+                    if bursts.merging:
+                        followers = await self.db.read(
+                            load_followers, item.conversation_id, item.id, MAX_TURN_MESSAGES - 1
+                        )
+                    turn = self._turn(number, spec.id, data, followers)
+                    if self.prepare_turn is not None:
+                        turn = await self.prepare_turn(turn, number)
+                    started = time.perf_counter()
+                    reply = await self._respond(agent, turn, timeout, newer)
+                finally:
+                    if newer is not None:
+                        self._watched.pop(item.conversation_id, None)
+                if reply is None:  # a newer message came in while the agent answered
+                    reruns += 1
+                    self.metrics.turn_reruns.inc()
+                    log.debug("newer message: turn re-run with it", extra=extra)
+                    self._show_activity(number, turn.messages[-1].provider_message_id)
+                    continue
+                self.metrics.agent_latency.labels(spec.kind).observe(time.perf_counter() - started)
+                done = self._done_turn(item, data, number, turn, reply, followers, watch, spec.name, reruns)
+                result = await self._completer.submit(done)
+                if result == STALE:
+                    reruns += 1
+                    self.metrics.turn_reruns.inc()
+                    log.debug("newer message before the answer was kept: turn re-run", extra=extra)
+                    continue
+                if result == DONE:
+                    log.debug("turn done with %d replies", len(done.drafts), extra=extra)
+                else:
+                    log.warning("turn finished after its lease was taken over; dropped", extra=extra)
+                return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._failed(item, data, exc, extra)
+            await self._failed(item, data, exc, extra, followers)
+
+    def _turn(
+        self, number: NumberInfo, agent_id: int | None, data: TurnData, followers: Sequence[Follower]
+    ) -> Turn:
+        return Turn(
+            tenant_id=number.tenant_id,
+            tenant=number.tenant,
+            number_id=number.id,
+            phone_number_id=number.phone_number_id,
+            agent_id=agent_id,
+            user_key=data.user_key,
+            user_name=data.user_name,
+            session=data.session,
+            messages=(data.message, *(f.message for f in followers)),
+            history=data.history,
+        )
+
+    async def _respond(
+        self, agent: Agent, turn: Turn, limit: float, newer: asyncio.Event | None
+    ) -> AgentReply | None:
+        """The agent's answer, or None when ``newer`` fires first (the answer is abandoned)."""
+        if newer is None:
+            return await asyncio.wait_for(agent.respond(turn), timeout=limit)
+        answer = asyncio.ensure_future(asyncio.wait_for(agent.respond(turn), timeout=limit))
+        interrupted = asyncio.ensure_future(newer.wait())
+        try:
+            await asyncio.wait((answer, interrupted), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupted.cancel()
+            if not answer.done():
+                answer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await answer
+        if answer.cancelled():
+            return None
+        return answer.result()  # an answer that was ready wins over a message that came with it
+
+    def _watch(self, conversation_id: str) -> asyncio.Event:
+        event = asyncio.Event()
+        self._watched[conversation_id] = event
+        return event
+
+    async def _quiet(self, item: Claimed, number: NumberInfo, bursts: Bursts) -> None:
+        """Wait until the user has been quiet for the burst window (capped), typing shown meanwhile.
+
+        Each message queued behind the turn restarts the window; it is noticed within a fifth of
+        the window (at most every 50 ms), by a read of the conversation's lane.
+        """
+        start = self.clock.monotonic()
+        deadline = start + bursts.window
+        step = max(bursts.window / 5, 0.05)
+        newest = await self.db.read(newest_waiting, item.conversation_id)
+        while (left := deadline - self.clock.monotonic()) > 0:
+            await self.clock.sleep(min(step, left))
+            latest = await self.db.read(newest_waiting, item.conversation_id)
+            if latest is not None and latest != newest:
+                newest = latest
+                deadline = min(self.clock.monotonic() + bursts.window, start + bursts.cap)
+                if latest[1]:
+                    self._show_activity(number, latest[1])  # read, and typing renewed for the new message
+
+    def _done_turn(
+        self,
+        item: Claimed,
+        data: TurnData,
+        number: NumberInfo,
+        turn: Turn,
+        reply: AgentReply,
+        followers: Sequence[Follower],
+        check_newer: bool,
+        agent_name: str,
+        reruns: int,
+    ) -> _TurnDone:
+        contents = render_replies(reply)
+        quote = turn.messages[-1].provider_message_id
+        drafts = tuple(
+            Draft(
+                conversation_id=item.conversation_id,
+                number_id=number.id,
+                content=content,
+                reply_to=quote if i == 0 else None,
+                turn_message_id=item.message_id,
+                part=i,
+            )
+            for i, content in enumerate(contents)
+        )
+        notes: dict[str, Any] = {"agent": agent_name, **reply.notes}
+        if followers:
+            notes["messages"] = [item.message_id, *(f.message_id for f in followers)]
+        if reruns:
+            notes["reruns"] = reruns
+        return _TurnDone(
+            item,
+            data,
+            drafts,
+            reply.state,
+            followers=tuple(f.item_id for f in followers),
+            check_newer=check_newer,
+            notes=notes,
+        )
 
     async def _acknowledge(self, item: Claimed, data: TurnData, text: object) -> None:
         """Queue the configured acknowledgement (seed 003) ahead of the agent's answer."""
@@ -470,7 +659,14 @@ class TurnWorker(_Loop):
         _background.add(task)
         task.add_done_callback(_background.discard)
 
-    async def _failed(self, item: Claimed, data: TurnData, exc: Exception, extra: dict[str, Any]) -> None:
+    async def _failed(
+        self,
+        item: Claimed,
+        data: TurnData,
+        exc: Exception,
+        extra: dict[str, Any],
+        followers: Sequence[Follower] = (),
+    ) -> None:
         error = error_record(exc)
         w = self.settings.worker
         if item.attempts < w.max_attempts:
@@ -498,24 +694,31 @@ class TurnWorker(_Loop):
             reply_to=data.message.provider_message_id,
             turn_message_id=item.message_id,
         )
-        await self.db.write(_dead_letter_turn, item, error, draft if fallback else None, utcnow())
+        taken = [f.item_id for f in followers]
+        await self.db.write(_dead_letter_turn, item, taken, error, draft if fallback else None, utcnow())
         self.wake()  # the conversation's next message is ready
         self.sender.wake()
 
-    async def _complete(self, done: Sequence[_TurnDone]) -> list[bool]:
+    async def _complete(self, done: Sequence[_TurnDone]) -> list[str]:
         # The replies' sends go to this process's sender, and each conversation's next message to
         # this worker, leased in the same transaction (no claims), as far as both have room.
-        finished, queued = await self.db.write(
+        finished, queued, stale = await self.db.write(
             _complete_turns, done, utcnow(), turns=self.offer(), sends=self.sender.offer()
         )
         self.hand_over(finished.leased, left=finished.pending)
         self.sender.hand_over(queued.leased, left=queued.left)
-        return [d.item.id in finished.ours for d in done]
+        return [STALE if d.item.id in stale else DONE if d.item.id in finished.ours else LOST for d in done]
 
 
 async def _dead_letter_turn(
-    tx: Tx, item: Claimed, error: dict[str, Any], fallback: Draft | None, now: datetime
+    tx: Tx,
+    item: Claimed,
+    followers: Sequence[int],
+    error: dict[str, Any],
+    fallback: Draft | None,
+    now: datetime,
 ) -> None:
+    await close_followers(tx, [(item.id, item.lease, followers)], error=error, now=now)
     ours = await dead_letter_items(tx, [(item, error)], now)
     if ours and fallback is not None:
         await enqueue(tx, [fallback], now)
@@ -523,19 +726,26 @@ async def _dead_letter_turn(
 
 async def _complete_turns(
     tx: Tx, done: Sequence[_TurnDone], now: datetime, *, turns: LeaseOffer | None, sends: LeaseOffer | None
-) -> tuple[Finished, Queued]:
-    """End finished turns whose lease is still ours: delete them, queue their replies, keep their state."""
-    finished = await finish_items(tx, [d.item for d in done], turns)
-    drafts = [draft for d in done if d.item.id in finished.ours for draft in d.drafts]
-    queued = await enqueue(tx, drafts, now, sends)
-    changes = [
-        (d.item.conversation_id, d.data.session, d.state)
-        for d in done
-        if d.item.id in finished.ours and d.state is not None
-    ]
+) -> tuple[Finished, Queued, set[int]]:
+    """End finished turns whose lease is still ours: delete them and the messages they took, queue
+    their replies, keep their state and notes. A turn that asked for it and has a newer message
+    queued behind it is left as it is (stale: its answer is discarded and it runs again)."""
+    stale: set[int] = set()
+    checked = {d.item.conversation_id: max((d.item.id, *d.followers)) for d in done if d.check_newer}
+    if checked:
+        await lock_conversations(tx, checked)  # an intake that adds a message waits for this commit
+        newer = await stale_turns(tx, checked)
+        stale = {d.item.id for d in done if d.check_newer and d.item.conversation_id in newer}
+    keep = [d for d in done if d.item.id not in stale]
+    await close_followers(tx, [(d.item.id, d.item.lease, d.followers) for d in keep], error=None, now=now)
+    finished = await finish_items(tx, [d.item for d in keep], turns)
+    ours = [d for d in keep if d.item.id in finished.ours]
+    queued = await enqueue(tx, [draft for d in ours for draft in d.drafts], now, sends)
+    changes = [(d.item.conversation_id, d.data.session, d.state) for d in ours if d.state is not None]
     if changes:
         await apply_state_changes(tx, changes, now)
-    return finished, queued
+    await record_turn_notes(tx, [(d.item.message_id, d.notes) for d in ours if d.notes])
+    return finished, queued, stale
 
 
 _background: set[asyncio.Task[None]] = set()
