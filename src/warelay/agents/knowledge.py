@@ -5,7 +5,11 @@ searches the agent's passages through ``deps.retriever`` (``knowledge.search.Dat
 the application) and replies with the best passage's answer when the retrieval confidence clears
 ``min_confidence``, or with the "I don't know that yet" text otherwise. Greetings and thanks get
 short friendly replies, messages it cannot read (media, locations, contacts, orders…) a polite
-"text only for now", and reactions, edits, deletions and notices no reply at all.
+"text only for now", and reactions, stickers, edits, deletions and notices no reply at all.
+
+Its notes record, for the operator, the outcome, the confidence, the language and the passages the
+answer came from (``knowledge.search.passage_notes``: id, document, title, score); when it says it
+does not know, ``nearest`` holds the passage that came closest.
 
 Configuration (``agents.config``, every key optional)::
 
@@ -54,6 +58,7 @@ from warelay.domain import (
     UnsupportedContent,
 )
 from warelay.errors import AgentError
+from warelay.knowledge.search import passage_notes
 from warelay.knowledge.text import DEFAULT_LANGUAGE, LANGUAGES, detect_language, tokenize
 
 log = logging.getLogger("warelay.agents.knowledge")
@@ -199,6 +204,13 @@ _HANDLING: Final[dict[type, Handling]] = {
 }
 
 
+def _handling(message: InboundMessage) -> Handling:
+    content = message.content
+    if isinstance(content, MediaContent) and content.media_type == "sticker":
+        return "silent"  # a sticker is a reaction in picture form, not a question
+    return _HANDLING.get(type(content), "unsupported")
+
+
 def _is_bare(tokens: Sequence[str], words: frozenset[str], core: frozenset[str]) -> bool:
     return 0 < len(tokens) <= 6 and all(t in words for t in tokens) and any(t in core for t in tokens)
 
@@ -241,7 +253,7 @@ class KnowledgeAgent:
             raise AgentError(
                 f"turn of tenant {turn.tenant_id} given to an agent of tenant {self.spec.tenant_id}"
             )
-        handlings = [_HANDLING.get(type(m.content), "unsupported") for m in turn.messages]
+        handlings = [_handling(m) for m in turn.messages]
         texts = [
             t for m, h in zip(turn.messages, handlings, strict=True) if h == "text" and (t := _text_of(m))
         ]
@@ -269,13 +281,19 @@ class KnowledgeAgent:
         confidence = best.score if best is not None else 0.0
         if best is None or confidence < self.config.min_confidence:
             log.debug("no confident answer (best %s) for %s", confidence, turn.session.session_id)
-            return self._say(self.config.unknown_text, language, "unknown", confidence=confidence)
+            reply = self._say(self.config.unknown_text, language, "unknown", confidence=confidence)
+            if best is not None:
+                # Not used for the answer, but it tells an operator what came closest, and how close.
+                return AgentReply(
+                    replies=reply.replies, notes={**reply.notes, "nearest": passage_notes([best])}
+                )
+            return reply
         body = best.answer.strip() if best.answer and best.answer.strip() else trim_answer(best.content)
         return AgentReply(
             replies=(OutText(body=body),),
             notes={
                 "outcome": "answer",
-                "passages": [best.id],
+                "passages": passage_notes([best]),
                 "confidence": confidence,
                 "language": language,
                 "document": best.document,

@@ -40,7 +40,7 @@ import functools
 import logging
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
@@ -304,6 +304,17 @@ def plan_match(
         chosen.append(group)
     plans.append(MatchPlan(tuple(chosen)))
     return plans
+
+
+def passage_notes(passages: Iterable[Passage]) -> list[dict[str, Any]]:
+    """What a turn records of the passages its answer used: id, document, title and score of each.
+
+    JSON-ready, for ``AgentReply.notes["passages"]``, so that an operator can see why the agent
+    said what it said.
+    """
+    return [
+        {"id": int(p.id), "document": p.document, "title": p.title, "score": float(p.score)} for p in passages
+    ]
 
 
 @dataclass(frozen=True)
