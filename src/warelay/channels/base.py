@@ -10,9 +10,11 @@ outbox decides, so that retries survive restarts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from warelay.domain import OutboundContent, UserRef
+from warelay.errors import PermanentDeliveryError
 
 
 class Account(Protocol):
@@ -39,6 +41,30 @@ class Account(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class MediaDownload:
+    """A media file fetched from the provider: its bytes, its MIME type and the sha256 (hex) of the bytes."""
+
+    data: bytes = field(repr=False)  # never in logs
+    mime_type: str | None
+    sha256: str
+
+    @property
+    def size(self) -> int:
+        """Size in bytes."""
+        return len(self.data)
+
+
+class MediaTooLargeError(PermanentDeliveryError):
+    """A media file is larger than warelay accepts for its type; it was not (fully) read."""
+
+    def __init__(self, *, limit: int, size: int | None) -> None:
+        told = f"{size} bytes" if size is not None else "more bytes"
+        super().__init__(f"media of {told} exceeds the limit of {limit} bytes", details="too large")
+        self.limit = limit
+        self.size = size
+
+
 class Channel(Protocol):
     """Outbound calls to one provider."""
 
@@ -55,6 +81,15 @@ class Channel(Protocol):
 
     async def mark_read(self, account: Account, message_id: str, *, typing: bool) -> None:
         """Mark an inbound message read, optionally showing the typing indicator."""
+        ...
+
+    async def download_media(self, account: Account, media_id: str, *, max_bytes: int) -> MediaDownload:
+        """Fetch an inbound media file by the provider's media id.
+
+        Refuse a file larger than ``max_bytes`` with :class:`MediaTooLargeError` as soon as its size is
+        known (declared, or counted while streaming) without reading the rest; verify the provider's
+        checksum when it gives one. Never log the bytes or the credentials.
+        """
         ...
 
     async def aclose(self) -> None:
