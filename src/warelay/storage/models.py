@@ -299,3 +299,47 @@ class KnowledgePassage(Base):
     answer: Mapped[str | None] = mapped_column(Text)
     language: Mapped[str | None] = mapped_column(String(20))
     search_text: Mapped[str] = mapped_column(Text)
+
+
+class MediaFile(Base):
+    """An inbound media file fetched for a turn: where it is stored, what was read from it, until when.
+
+    One row per inbound message with media, written by :mod:`warelay.media` whether the fetch
+    succeeded or not (``status``/``error``), so a retried turn reuses it instead of downloading
+    again. Tenant and number are plain columns, not foreign keys, and the message's id is set to
+    NULL when the message goes: the row outlives them until the purge has removed the file.
+    """
+
+    __tablename__ = "media_files"
+    __table_args__ = (
+        UniqueConstraint("number_id", "provider_message_id"),
+        Index(
+            "ix_media_files_due",
+            "expires_at",
+            sqlite_where=text("purged_at IS NULL"),
+            postgresql_where=text("purged_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(BigId)
+    number_id: Mapped[int] = mapped_column(BigId)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), index=True)
+    provider_message_id: Mapped[str] = mapped_column(String(200))
+    media_id: Mapped[str | None] = mapped_column(String(200))
+    media_type: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    error: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    mime_type: Mapped[str | None] = mapped_column(String(200))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    filename: Mapped[str | None] = mapped_column(Text)
+    store: Mapped[str | None] = mapped_column(String(10))
+    storage_key: Mapped[str | None] = mapped_column(String(500))
+    text: Mapped[str | None] = mapped_column(Text)
+    text_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    text_error: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
