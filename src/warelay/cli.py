@@ -735,5 +735,96 @@ def send(
         raise typer.Exit(1)
 
 
+# ------------------------------------------------------------------------------------------ eval
+
+
+@app.command("eval")
+def eval_suite(
+    suite_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE.yaml",
+            help="The suite: an agent and scripted conversations (example: src/warelay/demo/eval.yaml).",
+        ),
+    ],
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Database to run on (default: a throwaway SQLite file). The suite's agent is set up "
+            "in a tenant of its own, 'eval'."
+        ),
+    ] = None,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the results, replies included, to this JSON file."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Conversations played at once.")] = 4,
+) -> None:
+    """Play scripted conversations through an agent and check every reply: exit 0 when all pass,
+    1 when an assertion fails, 2 when the suite is invalid."""
+    import json
+
+    from rich.text import Text
+
+    from warelay.evaluation import (
+        EvalRunError,
+        EvalSetupError,
+        SuiteError,
+        load_suite,
+        run_suite,
+        summary_line,
+        verdict_table,
+    )
+
+    def refuse(message: str, code: int) -> typer.Exit:
+        console.print(Text(f"warelay eval: {message}", style="red"), soft_wrap=True)
+        return typer.Exit(code)
+
+    try:
+        suite = load_suite(suite_file)
+        settings = load_settings()
+    except (SuiteError, ConfigError) as exc:
+        raise refuse(str(exc), 2) from None
+    if json_file is not None and not json_file.parent.is_dir():
+        raise refuse(f"--json: no folder {str(json_file.parent)!r} to write {json_file.name} in", 2)
+    # The table is the output: warelay's own INFO lines only when asked for (WARELAY_LOG_LEVEL).
+    level = settings.log_level if os.environ.get("WARELAY_LOG_LEVEL") else "WARNING"
+    configure_logging(level, json_output=settings.log_json)
+
+    total = len(suite.conversations)
+    with console.status(f"playing {total} conversation(s)…") as status:
+        done = 0
+
+        def progress(_result: Any) -> None:
+            nonlocal done
+            done += 1
+            status.update(f"played {done}/{total} conversation(s)…")
+
+        try:
+            result = _run(
+                run_suite(
+                    suite,
+                    settings,
+                    name=suite.name or suite_file.name,
+                    database_url=database_url,
+                    concurrency=concurrency,
+                    on_conversation=progress,
+                )
+            )
+        except EvalSetupError as exc:
+            raise refuse(str(exc), 2) from None
+        except (EvalRunError, ConfigError) as exc:
+            raise refuse(str(exc), 1) from None
+    out.print(verdict_table(result))
+    out.print(summary_line(result))
+    if json_file is not None:
+        try:
+            json_file.write_text(json.dumps(result.to_json(), ensure_ascii=False, indent=2) + "\n")
+        except OSError as exc:
+            raise refuse(f"--json: cannot write {json_file}: {exc.strerror}", 1) from None
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     main()

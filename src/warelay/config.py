@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # A YAML file of agents applied at every start (warelay.agents.catalog), as the env number is.
+    agents_file: Path | None = None
 
     whatsapp: WhatsAppSettings = WhatsAppSettings()
     llm: LLMSettings = LLMSettings()

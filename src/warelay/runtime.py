@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import warelay.agents.knowledge
 import warelay.agents.llm  # noqa: F401
 from warelay.agents.base import AgentDeps
+from warelay.agents.catalog import seed_agents_file
 from warelay.agents.provider import AgentProvider
 from warelay.batching import Batcher
 from warelay.channels.base import Channel
@@ -81,7 +82,7 @@ class Runtime:
         self.pacer = Pacer()
         self.retriever = DatabaseRetriever(self.db)
         deps = AgentDeps(retriever=self.retriever, settings=settings, llm_model=llm_model)
-        self.agents = AgentProvider(self.engine, deps, settings)
+        self.agents = AgentProvider(self.engine, deps, settings, box=self.box)
         # A worker process beside others measures how far behind it is, to leave them new work.
         self.lag = LoopLag() if share_work and self.run_workers else None
         services = Services(
@@ -123,6 +124,10 @@ class Runtime:
             await upgrade(self.engine)
         if self.setup:
             await upsert_env_number(self.engine, self.box, self.settings)
+            if self.settings.agents_file is not None:
+                await seed_agents_file(
+                    self.engine, self.box, self.settings.agents_file, default_tenant=self.settings.whatsapp.tenant
+                )
             await self._load_knowledge_dir()
         await self.registry.load()
         if self.lag is not None:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tests.integration.stack import ADMIN_TOKEN, SECRET_KEY, run_stack, settings_env
 from warelay.cli import app
+from warelay.storage.db import head_revision
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner(env={"COLUMNS": "250"})
@@ -36,7 +37,7 @@ def cli_env(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 def test_db_upgrade(cli_env: dict[str, str]) -> None:
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "revision 0001" in result.output
+    assert f"revision {head_revision()}" in result.output
 
 
 def test_keys_create_list_revoke(cli_env: dict[str, str]) -> None:

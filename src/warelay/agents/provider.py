@@ -14,7 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from warelay.agents.base import Agent, AgentDeps, AgentSpec, build_agent
+from warelay.agents.config import AgentConfig, AgentConfigError
 from warelay.config import Settings
+from warelay.crypto import SecretBox
 from warelay.numbers import NumberInfo, ensure_agent
 from warelay.storage.db import read_only
 from warelay.storage.models import Agent as AgentRow
@@ -46,9 +48,16 @@ class AgentProvider:
     """Resolves and caches the agent of each number."""
 
     def __init__(
-        self, engine: AsyncEngine, deps: AgentDeps, settings: Settings, *, refresh_seconds: float = 30
+        self,
+        engine: AsyncEngine,
+        deps: AgentDeps,
+        settings: Settings,
+        *,
+        refresh_seconds: float = 30,
+        box: SecretBox | None = None,
     ) -> None:
         self._engine = engine
+        self._box = box  # decrypts an agent's own api_key (see warelay.agents.config)
         self._reader = read_only(engine)
         self._deps = deps
         self._settings = settings
@@ -79,12 +88,16 @@ class AgentProvider:
             row = (await conn.execute(select(AgentRow).where(AgentRow.id == agent_id))).first()
         if row is None:
             raise LookupError(f"agent {agent_id} of number {number.phone_number_id} does not exist")
+        try:
+            config = AgentConfig.from_stored(row.config or {}, self._box).runtime()
+        except AgentConfigError as exc:
+            raise LookupError(f"agent {row.name!r} cannot be built: {exc}") from None
         spec = AgentSpec(
             id=row.id,
             tenant_id=row.tenant_id,
             name=row.name,
             kind=row.kind,
-            config={**env_agent_defaults(self._settings), **(row.config or {})},
+            config={**env_agent_defaults(self._settings), **config},
         )
         if cached is not None and cached[1] == spec:
             agent = cached[2]

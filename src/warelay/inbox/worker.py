@@ -475,9 +475,11 @@ class TurnWorker(_Loop):
         wamid = data.message.provider_message_id
         extra = {"wamid": wamid, "conversation": item.conversation_id, "work_item": item.id}
         followers: list[Follower] = []
+        fallback = self.settings.agent.fallback_text
         try:
             number = await self._number(data.number_id)
             spec, agent = await self.agents.for_number(number)
+            fallback = str(spec.config.get("fallback_text") or fallback)
             bursts = Bursts.of(spec.config)
             if item.attempts == 1:
                 self._show_activity(number, wamid)
@@ -524,7 +526,7 @@ class TurnWorker(_Loop):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._failed(item, data, exc, extra, followers)
+            await self._failed(item, data, exc, extra, followers, fallback)
 
     def _turn(
         self, number: NumberInfo, agent_id: int | None, data: TurnData, followers: Sequence[Follower]
@@ -666,6 +668,7 @@ class TurnWorker(_Loop):
         exc: Exception,
         extra: dict[str, Any],
         followers: Sequence[Follower] = (),
+        fallback: str = "",
     ) -> None:
         error = error_record(exc)
         w = self.settings.worker
@@ -686,7 +689,6 @@ class TurnWorker(_Loop):
             return
         log.error("turn failed %d times (%s); dead-lettered", item.attempts, exc, extra=extra)
         self.metrics.dead_letters.labels(TURN).inc()
-        fallback = self.settings.agent.fallback_text
         draft = Draft(
             conversation_id=item.conversation_id,
             number_id=data.number_id,
