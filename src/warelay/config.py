@@ -68,6 +68,21 @@ class LLMSettings(_Section):
         return bool(self.base_url or self.api_key)
 
 
+class EmbeddingSettings(_Section):
+    """An OpenAI-compatible ``/embeddings`` endpoint for hybrid retrieval; off until ``model`` is set.
+
+    An agent's configuration may override it with ``embeddings: {base_url, api_key, model, ...}``,
+    or turn it off with ``embeddings: false`` (see ``warelay.knowledge.embeddings``).
+    """
+
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    api_key: SecretStr | None = None
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    dimensions: int | None = Field(default=None, ge=1, le=8192)
+    batch_size: int = Field(default=64, ge=1, le=2048)
+    timeout_seconds: float = Field(default=10, gt=0, le=300)
+
+
 AgentTool = Literal[
     "buttons", "list", "link_button", "media", "location", "location_request", "reaction", "state", "handoff"
 ]
@@ -160,6 +175,7 @@ class Settings(BaseSettings):
 
     whatsapp: WhatsAppSettings = WhatsAppSettings()
     llm: LLMSettings = LLMSettings()
+    embeddings: EmbeddingSettings = EmbeddingSettings()
     agent: AgentSettings = AgentSettings()
     conversations: ConversationSettings = ConversationSettings()
     worker: WorkerSettings = WorkerSettings()

@@ -33,12 +33,21 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
+import httpx
 from markdown_it import MarkdownIt
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from warelay.errors import WarelayError
+from warelay.knowledge.embeddings import (
+    Embedder,
+    EmbeddingConfig,
+    EmbeddingError,
+    embedding_config,
+    sign_bits,
+    to_bytes,
+)
 from warelay.knowledge.text import fold, index_text
 from warelay.storage.models import Agent, KnowledgeDocument, KnowledgePassage, utcnow
 
@@ -102,6 +111,8 @@ class DocumentInfo:
     passages: int
     created_at: datetime
     replaced: bool = False
+    embedding_model: str | None = None  # the model its passages were embedded with
+    embedding_error: str | None = None  # why they were not, although embeddings are configured
 
 
 # --------------------------------------------------------------------------------------- chunking
@@ -297,14 +308,51 @@ def _check_name(name: str) -> str:
     return name
 
 
-async def _check_agent(conn: AsyncConnection, *, tenant_id: int, agent_id: int) -> None:
-    owner = (await conn.execute(select(Agent.tenant_id).where(Agent.id == agent_id))).scalar_one_or_none()
-    if owner != tenant_id:
+async def _check_agent(conn: AsyncConnection, *, tenant_id: int, agent_id: int) -> dict[str, Any]:
+    """The agent's stored configuration, once it is known to be the tenant's."""
+    row = (await conn.execute(select(Agent.tenant_id, Agent.config).where(Agent.id == agent_id))).first()
+    if row is None or row.tenant_id != tenant_id:
         raise KnowledgeFileError(f"tenant {tenant_id} has no agent {agent_id}")
+    return dict(row.config or {})
+
+
+async def _embed_rows(
+    rows: list[dict[str, Any]],
+    drafts: Sequence[PassageDraft],
+    config: EmbeddingConfig,
+    transport: httpx.AsyncBaseTransport | None,
+) -> str | None:
+    """Add each row's vector and sign bits (in place); the error instead when the endpoint fails."""
+    embedder = Embedder(config, transport=transport)
+    try:
+        vectors = await embedder.embed([_embedding_text(d) for d in drafts])
+    except EmbeddingError as exc:
+        return str(exc)
+    finally:
+        await embedder.aclose()
+    for row, vector in zip(rows, vectors, strict=True):
+        row["embedding"] = to_bytes(vector)
+        row["embedding_sign"] = sign_bits(vector)
+    return None
+
+
+def _embedding_text(draft: PassageDraft) -> str:
+    # The question of a FAQ row is in its content already; a section's heading path is not.
+    if draft.title and not draft.content.startswith(draft.title):
+        return f"{draft.title}\n{draft.content}"
+    return draft.content
 
 
 async def _upsert_document(
-    conn: AsyncConnection, *, tenant_id: int, agent_id: int, name: str, sha256: str, passages: int
+    conn: AsyncConnection,
+    *,
+    tenant_id: int,
+    agent_id: int,
+    name: str,
+    sha256: str,
+    passages: int,
+    embedding_model: str | None,
+    embedding_error: str | None,
 ) -> tuple[int, datetime]:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(KnowledgeDocument).values(
@@ -314,6 +362,8 @@ async def _upsert_document(
         sha256=sha256,
         passages=passages,
         created_at=utcnow(),
+        embedding_model=embedding_model,
+        embedding_error=embedding_error,
     )
     # An upsert rather than select-then-insert: two uploads of the same new file at once must not
     # collide on the unique key (PostgreSQL); the second waits on the row lock and replaces the first.
@@ -323,6 +373,8 @@ async def _upsert_document(
             "sha256": stmt.excluded.sha256,
             "passages": stmt.excluded.passages,
             "created_at": stmt.excluded.created_at,
+            "embedding_model": stmt.excluded.embedding_model,
+            "embedding_error": stmt.excluded.embedding_error,
         },
     ).returning(KnowledgeDocument.id, KnowledgeDocument.created_at)
     row = (await conn.execute(stmt)).one()
@@ -337,11 +389,20 @@ async def add_document(
     name: str,
     data: bytes,
     on_progress: Callable[[int, int], None] | None = None,
+    embeddings: Any = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> DocumentInfo:
     """Add (or replace) a knowledge file for a tenant's agent; all its passages change in one transaction.
 
     ``on_progress(done, total)`` is called while passages are indexed, and with ``(total, total)``
     once they are committed. Raises :class:`KnowledgeFileError` for a file that cannot be used.
+
+    When the agent uses embeddings (``embeddings``, the application's ``EmbeddingSettings``, under
+    the agent's own ``embeddings`` entry: see :mod:`warelay.knowledge.embeddings`), every passage is
+    embedded before the transaction. If the endpoint fails, the document is stored all the same,
+    searchable by full text, with the failure in ``embedding_error`` (logged as a warning, returned
+    in the :class:`DocumentInfo`); adding the file again retries. ``transport`` is the HTTP
+    transport of the embeddings client (tests fake the endpoint there).
     """
     name = _check_name(name)
     if len(data) > MAX_DOCUMENT_BYTES:
@@ -351,10 +412,32 @@ async def add_document(
         on_progress(0, len(drafts))
     rows = await _index_drafts(drafts, on_progress)
     sha256 = hashlib.sha256(data).hexdigest()
+    async with engine.connect() as conn:
+        agent_config = await _check_agent(conn, tenant_id=tenant_id, agent_id=agent_id)
+    config = embedding_config(agent_config, embeddings)
+    embedding_error = None
+    if config is not None:
+        embedding_error = await _embed_rows(rows, drafts, config, transport)
+        if embedding_error is not None:
+            log.warning(
+                "knowledge document %s for tenant %s agent %s stored without embeddings: %s",
+                name,
+                tenant_id,
+                agent_id,
+                embedding_error,
+            )
+    embedding_model = config.model if config is not None and embedding_error is None else None
     async with engine.begin() as conn:
         await _check_agent(conn, tenant_id=tenant_id, agent_id=agent_id)
         document_id, created_at = await _upsert_document(
-            conn, tenant_id=tenant_id, agent_id=agent_id, name=name, sha256=sha256, passages=len(rows)
+            conn,
+            tenant_id=tenant_id,
+            agent_id=agent_id,
+            name=name,
+            sha256=sha256,
+            passages=len(rows),
+            embedding_model=embedding_model,
+            embedding_error=embedding_error,
         )
         deleted = await conn.execute(
             delete(KnowledgePassage).where(KnowledgePassage.document_id == document_id)
@@ -388,6 +471,8 @@ async def add_document(
         passages=len(rows),
         created_at=created_at,
         replaced=replaced,
+        embedding_model=embedding_model,
+        embedding_error=embedding_error,
     )
 
 
@@ -410,6 +495,8 @@ async def list_documents(
                 sha256=row.sha256,
                 passages=row.passages,
                 created_at=row.created_at,
+                embedding_model=row.embedding_model,
+                embedding_error=row.embedding_error,
             )
             for row in result
         ]
@@ -456,12 +543,15 @@ async def add_folder(
     folder: str | Path,
     recursive: bool = False,
     on_progress: Callable[[str, int, int], None] | None = None,
+    embeddings: Any = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> list[DocumentInfo]:
     """Add every supported file of ``folder``, each as its own document named by its relative path.
 
     Each file is its own transaction; the first file that cannot be used stops the run with a
     :class:`KnowledgeFileError` naming it (the files before it stay added).
-    ``on_progress(name, done, total)`` reports passages per file.
+    ``on_progress(name, done, total)`` reports passages per file; ``embeddings`` and ``transport``
+    are :func:`add_document`'s.
     """
     root = Path(folder)
     if not await asyncio.to_thread(root.is_dir):
@@ -483,7 +573,14 @@ async def add_folder(
 
         documents.append(
             await add_document(
-                engine, tenant_id=tenant_id, agent_id=agent_id, name=name, data=data, on_progress=progress
+                engine,
+                tenant_id=tenant_id,
+                agent_id=agent_id,
+                name=name,
+                data=data,
+                on_progress=progress,
+                embeddings=embeddings,
+                transport=transport,
             )
         )
     return documents

@@ -37,14 +37,26 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import logging
 import math
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, NamedTuple
+
+import httpx
 
 from warelay.agents.base import Passage
+from warelay.knowledge.embeddings import (
+    Embedder,
+    EmbeddingConfig,
+    EmbeddingError,
+    dot,
+    embedding_config,
+    from_bytes,
+    sign_bits,
+)
 from warelay.knowledge.fuzzy import Vocabulary, correct_groups
 from warelay.knowledge.text import query_groups
 from warelay.storage.direct import Database, Row, Tx
@@ -55,6 +67,11 @@ log = logging.getLogger("warelay.knowledge")
 MAX_QUERY_GROUPS: Final = 24
 # About how many passages the engine may rank for one question (see plan_match).
 MATCH_BUDGET: Final = 1000
+# With embeddings: how many passages closest by sign bits get an exact cosine (knowledge.embeddings).
+RESCORE: Final = 64
+# Reciprocal rank fusion's constant (Cormack et al., 2009).
+RRF_K: Final = 60
+Fusion = Literal["rrf", "mix"]
 
 # Each statement carries the version of the agent's documents (count, passages, newest change):
 # the cheap aggregate over a handful of rows that tells whether cached term statistics still hold.
@@ -161,8 +178,8 @@ def _postgres_terms(groups: Sequence[tuple[str, ...]], weights: Sequence[float])
 
 # Parameters of both: $1 tenant, $2 agent.
 _STATS: Final = """
-    SELECT p.search_text, v.docs, v.passages, v.max_id, v.changed
-    FROM knowledge_passages AS p CROSS JOIN (
+    SELECT p.search_text, v.docs, v.passages, v.max_id, v.changed, p.id, p.embedding_sign, d.embedding_model
+    FROM knowledge_passages AS p JOIN knowledge_documents AS d ON d.id = p.document_id CROSS JOIN (
         SELECT count(*) AS docs, coalesce(sum(passages), 0) AS passages, max(id) AS max_id,
                max(created_at) AS changed
         FROM knowledge_documents WHERE tenant_id = $1 AND agent_id = $2
@@ -173,6 +190,15 @@ _STATS_VERSION: Final = """
     SELECT count(*) AS docs, coalesce(sum(passages), 0) AS passages, max(id) AS max_id,
            max(created_at) AS changed
     FROM knowledge_documents WHERE tenant_id = $1 AND agent_id = $2
+"""
+_AGENT_CONFIG: Final = "SELECT config FROM agents WHERE id = $2 AND tenant_id = $1"
+# The passages to compare with the question's vector: full-text candidates and the closest by sign
+# bits. Parameters: $1 tenant, $2 agent, $3 passage ids.
+_BY_IDS: Final = """
+    SELECT p.id, p.title, p.content, p.answer, p.search_text, d.name AS document, p.language,
+           p.embedding
+    FROM knowledge_passages AS p JOIN knowledge_documents AS d ON d.id = p.document_id
+    WHERE p.id = ANY($3) AND p.tenant_id = $1 AND p.agent_id = $2
 """
 
 
@@ -317,12 +343,22 @@ def passage_notes(passages: Iterable[Passage]) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Signs:
+    """The embedded passages of a scope for one model: ids and sign bits, side by side."""
+
+    ids: list[int]
+    signs: list[int]
+
+
 @dataclass(frozen=True)
 class _ScopeStats:
     version: tuple[Any, ...]
     passages: int
     average_length: float
     document_frequency: dict[str, int]
+    agent_config: Mapping[str, Any] = field(default_factory=dict)
+    signs: Mapping[str, _Signs] = field(default_factory=dict)  # by embeddings model
 
     def weights(self, groups: Sequence[tuple[str, ...]]) -> list[float]:
         """Each word group's IDF weight (a group is as common as its most common term)."""
@@ -364,6 +400,15 @@ class _Hit(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class _QueryVector:
+    """A question's embedding, for the scope's passages embedded with ``model``."""
+
+    model: str
+    vector: list[float]
+    sign: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Found:
     """What one question's transaction found: the statistics it used, candidates, their version."""
 
@@ -371,6 +416,7 @@ class _Found:
     query: _Query
     hits: list[_Hit]
     version: tuple[Any, ...] | None  # None when there are no candidates
+    cosines: Mapping[int, float] = field(default_factory=dict)  # by passage id, when embedded
 
 
 # The transaction functions below run, on SQLite, whole in a database thread (see
@@ -385,19 +431,48 @@ async def _find(
     groups: Sequence[tuple[str, ...]],
     stats: _ScopeStats | None,
     candidates: int,
+    vector: _QueryVector | None = None,
 ) -> _Found:
-    """One question's transaction: the scope's statistics (unless given), then its candidates."""
+    """One question's transaction: the scope's statistics (unless given), then its candidates.
+
+    With the question's ``vector``, the passages closest to it by sign bits join the full-text
+    candidates, and every candidate's cosine similarity is computed from its stored vector.
+    """
     if stats is None:
         stats = await _load_stats(tx, tenant_id, agent_id)
     query = _expand(groups, stats)
-    if tx.postgres:
-        rows = await _postgres_candidates(tx, tenant_id, agent_id, query.groups, stats, candidates)
-    else:
-        rows = await _sqlite_candidates(tx, tenant_id, agent_id, query.groups, stats, candidates)
-    if not rows:
-        return _Found(stats, query, [], None)
-    hits = [_Hit(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
-    return _Found(stats, query, hits, tuple(rows[0][_VERSION_COLUMNS]))
+    rows: list[Row] = []
+    if query.groups:
+        if tx.postgres:
+            rows = await _postgres_candidates(tx, tenant_id, agent_id, query.groups, stats, candidates)
+        else:
+            rows = await _sqlite_candidates(tx, tenant_id, agent_id, query.groups, stats, candidates)
+    signs = stats.signs.get(vector.model) if vector is not None else None
+    if vector is None or signs is None:
+        if not rows:
+            return _Found(stats, query, [], None)
+        hits = [_Hit(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+        return _Found(stats, query, hits, tuple(rows[0][_VERSION_COLUMNS]))
+    version = tuple(rows[0][_VERSION_COLUMNS]) if rows else await _version(tx, tenant_id, agent_id)
+    ids = {int(r[0]) for r in rows}
+    ids.update(nearest_by_signs(vector.sign, signs.ids, signs.signs, RESCORE))
+    hits = []
+    cosines: dict[int, float] = {}
+    for r in await tx.fetch(_BY_IDS, tenant_id, agent_id, sorted(ids)):
+        hits.append(_Hit(r[0], r[1], r[2], r[3], r[4], r[5], r[6]))
+        if r[7] is not None:
+            stored = from_bytes(bytes(r[7]))
+            if len(stored) == len(vector.vector):
+                cosines[int(r[0])] = dot(vector.vector, stored)
+    return _Found(stats, query, hits, version, cosines)
+
+
+def nearest_by_signs(sign: int, ids: Sequence[int], signs: Sequence[int], count: int) -> list[int]:
+    """The ``count`` ids whose sign bits differ least from ``sign`` (Hamming distance)."""
+    if len(ids) <= count:
+        return list(ids)
+    distances = [(sign ^ other).bit_count() for other in signs]
+    return [ids[i] for i in heapq.nsmallest(count, range(len(ids)), key=distances.__getitem__)]
 
 
 async def _sqlite_candidates(
@@ -449,34 +524,81 @@ async def _load_stats(tx: Tx, tenant_id: int, agent_id: int) -> _ScopeStats:
     version: tuple[Any, ...] | None = None
     passages = 0
     length = 0
+    signs: dict[str, _Signs] = {}
     for row in await tx.fetch(_STATS, tenant_id, agent_id):
         version = (row[1], row[2], row[3], row[4])
         terms = row[0].split()
         frequency.update(set(terms))
         length += len(terms)
         passages += 1
+        if row[6] is not None and row[7] is not None:
+            by_model = signs.setdefault(row[7], _Signs([], []))
+            by_model.ids.append(int(row[5]))
+            by_model.signs.append(int.from_bytes(row[6], "little"))
     if version is None:
-        v = await tx.fetchrow(_STATS_VERSION, tenant_id, agent_id)
-        assert v is not None  # an aggregate without GROUP BY always has its row
-        version = (v[0], v[1], v[2], v[3])
+        version = await _version(tx, tenant_id, agent_id)
+    config_row = await tx.fetchrow(_AGENT_CONFIG, tenant_id, agent_id)
+    config = tx.json(config_row[0]) if config_row is not None else None
     log.debug("knowledge stats loaded for tenant %s agent %s: %s passages", tenant_id, agent_id, passages)
     return _ScopeStats(
         version=version,
         passages=passages,
         average_length=length / passages if passages else 1.0,
         document_frequency=dict(frequency),
+        agent_config=config if isinstance(config, Mapping) else {},
+        signs=signs,
     )
 
 
-class DatabaseRetriever:
-    """The :class:`~warelay.agents.base.Retriever` over the knowledge tables (SQLite or PostgreSQL)."""
+async def _version(tx: Tx, tenant_id: int, agent_id: int) -> tuple[Any, ...]:
+    v = await tx.fetchrow(_STATS_VERSION, tenant_id, agent_id)
+    assert v is not None  # an aggregate without GROUP BY always has its row
+    return (v[0], v[1], v[2], v[3])
 
-    def __init__(self, db: Database, *, candidates: int = 32, cached_scopes: int = 256) -> None:
+
+class DatabaseRetriever:
+    """The :class:`~warelay.agents.base.Retriever` over the knowledge tables (SQLite or PostgreSQL).
+
+    ``embeddings`` (the application's ``EmbeddingSettings``) and each agent's own ``embeddings``
+    entry say which agents search with embeddings too; their passages must have been embedded with
+    the same model at ingest. Such a question's passages are ranked by ``fusion`` of the full-text
+    and the embedding rankings — ``"rrf"`` (reciprocal rank fusion) or ``"mix"`` (by the score
+    below) — and every passage's ``score`` is ``(1 - semantic_weight) * confidence + semantic_weight
+    * max(cosine, 0)``. If the endpoint fails, the question is answered by full text alone.
+    ``transport`` is the embeddings client's HTTP transport (tests fake the endpoint there).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        candidates: int = 32,
+        cached_scopes: int = 256,
+        embeddings: Any = None,
+        fusion: Fusion = "mix",
+        semantic_weight: float = 0.5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if fusion not in ("rrf", "mix"):
+            raise ValueError(f"fusion must be 'rrf' or 'mix', not {fusion!r}")
+        if not 0 <= semantic_weight <= 1:
+            raise ValueError(f"semantic_weight must be from 0 to 1, not {semantic_weight!r}")
         self._db = db
         self._candidates = candidates
         self._cached_scopes = cached_scopes
         self._stats: OrderedDict[tuple[int, int], _ScopeStats] = OrderedDict()
         self._locks: dict[tuple[int, int], asyncio.Lock] = {}
+        self._embeddings = embeddings
+        self._fusion = fusion
+        self._semantic_weight = semantic_weight
+        self._transport = transport
+        self._embedders: dict[EmbeddingConfig, Embedder] = {}
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients of the embeddings endpoints used so far."""
+        embedders, self._embedders = list(self._embedders.values()), {}
+        for embedder in embedders:
+            await embedder.aclose()
 
     async def search(
         self, *, tenant_id: int, agent_id: int, query: str, limit: int = 5, language: str | None = None
@@ -493,8 +615,14 @@ class DatabaseRetriever:
         stats = self._stats.get(key)
         if stats is None:
             found = await self._first_search(key, groups, candidates)
+            vector = await self._query_vector(found.stats, query, key)
+            if vector is not None:  # the scope turned out to be embedded: search again with it
+                found = await self._db.read(
+                    _find, tenant_id, agent_id, groups, found.stats, candidates, vector
+                )
         else:
-            found = await self._db.read(_find, tenant_id, agent_id, groups, stats, candidates)
+            vector = await self._query_vector(stats, query, key)
+            found = await self._db.read(_find, tenant_id, agent_id, groups, stats, candidates, vector)
         if not found.hits:
             return []
         stats = found.stats
@@ -504,7 +632,7 @@ class DatabaseRetriever:
             self._stats.move_to_end(key)
         expanded = found.query
         weights = stats.weights(expanded.groups)
-        scored = sorted(
+        lexical = sorted(
             (
                 (
                     *score_passage(
@@ -522,6 +650,9 @@ class DatabaseRetriever:
             # languages has the same names and numbers in each), then the better BM25 score.
             key=lambda item: (-round(item[0], 4), item[2].language != detected, -item[1], item[2].id),
         )
+        ranked = [(confidence, hit) for confidence, _bm25, hit in lexical if confidence > 0]
+        if found.cosines:
+            ranked = self._fuse(lexical, found.cosines, detected)
         results = [
             Passage(
                 id=int(hit.id),
@@ -531,17 +662,70 @@ class DatabaseRetriever:
                 answer=hit.answer,
                 score=round(score, 4),
             )
-            for score, _bm25, hit in scored[:limit]
+            for score, hit in ranked[:limit]
         ]
         log.debug(
-            "knowledge search tenant=%s agent=%s language=%s groups=%s best=%s",
+            "knowledge search tenant=%s agent=%s language=%s groups=%s embedded=%s best=%s",
             tenant_id,
             agent_id,
             detected,
             expanded.groups,
+            bool(found.cosines),
             [(p.id, p.score) for p in results[:3]],
         )
         return results
+
+    def _fuse(
+        self,
+        lexical: Sequence[tuple[float, float, _Hit]],
+        cosines: Mapping[int, float],
+        detected: str,
+    ) -> list[tuple[float, _Hit]]:
+        """Full-text and embedding rankings combined; each passage with its hybrid score."""
+        w = self._semantic_weight
+        scores = {
+            hit.id: (1.0 - w) * confidence + w * max(cosines.get(hit.id, 0.0), 0.0)
+            for confidence, _bm25, hit in lexical
+        }
+        hits = {hit.id: hit for _c, _b, hit in lexical}
+        if self._fusion == "mix":
+            order = sorted(hits, key=lambda i: (-round(scores[i], 4), hits[i].language != detected, i))
+        else:
+            fused: dict[int, float] = {}
+            by_text = [hit.id for confidence, _bm25, hit in lexical if confidence > 0]
+            by_meaning = sorted(cosines, key=lambda i: (-cosines[i], i))
+            for ranking in (by_text, by_meaning):
+                for rank, passage_id in enumerate(ranking):
+                    fused[passage_id] = fused.get(passage_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+            order = sorted(fused, key=lambda i: (-fused[i], hits[i].language != detected, i))
+        return [(scores[i], hits[i]) for i in order if scores[i] > 0]
+
+    async def _query_vector(
+        self, stats: _ScopeStats, query: str, key: tuple[int, int]
+    ) -> _QueryVector | None:
+        """The question's embedding when the scope is embedded with its agent's model; else None.
+
+        A failing endpoint (or a malformed ``embeddings`` entry in the agent's configuration) is
+        logged and leaves the question to full text: a turn is never failed for it.
+        """
+        if not stats.signs:
+            return None
+        try:
+            config = embedding_config(stats.agent_config, self._embeddings)
+        except ValueError as exc:
+            log.warning("knowledge search for tenant %s agent %s without embeddings: %s", *key, exc)
+            return None
+        if config is None or config.model not in stats.signs:
+            return None
+        embedder = self._embedders.get(config)
+        if embedder is None:
+            embedder = self._embedders[config] = Embedder(config, transport=self._transport)
+        try:
+            [vector] = await embedder.embed([query])
+        except EmbeddingError as exc:
+            log.warning("knowledge search for tenant %s agent %s by full text only: %s", *key, exc)
+            return None
+        return _QueryVector(config.model, vector, int.from_bytes(sign_bits(vector), "little"))
 
     async def _first_search(
         self, key: tuple[int, int], groups: Sequence[tuple[str, ...]], candidates: int

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -281,6 +282,9 @@ class KnowledgeDocument(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     passages: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The embeddings model its passages' vectors come from (None: not embedded), or why they are not.
+    embedding_model: Mapped[str | None] = mapped_column(String(200))
+    embedding_error: Mapped[str | None] = mapped_column(Text)
 
 
 class KnowledgePassage(Base):
@@ -299,6 +303,9 @@ class KnowledgePassage(Base):
     answer: Mapped[str | None] = mapped_column(Text)
     language: Mapped[str | None] = mapped_column(String(20))
     search_text: Mapped[str] = mapped_column(Text)
+    # Unit-length float32 vector (little-endian) and its sign bits (warelay.knowledge.embeddings).
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedding_sign: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class MediaFile(Base):
