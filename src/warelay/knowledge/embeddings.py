@@ -25,7 +25,7 @@ import array
 import math
 import operator
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -62,11 +62,15 @@ def _secret(value: object) -> str | None:
     return str(value) if value else None
 
 
-def embedding_config(agent_config: Mapping[str, Any], defaults: Any = None) -> EmbeddingConfig | None:
+def embedding_config(
+    agent_config: Mapping[str, Any], defaults: Any = None, decrypt: Callable[[str], str] | None = None
+) -> EmbeddingConfig | None:
     """The embeddings an agent uses: its own ``embeddings`` entry over ``defaults`` (``EmbeddingSettings``).
 
     None when embeddings are off (no model named, or ``embeddings: false``); ``ValueError`` with a
-    clear message for a malformed entry.
+    clear message for a malformed entry. A stored configuration keeps the agent's key encrypted
+    (``api_key_enc``, see ``warelay.agents.config``): ``decrypt`` reads it; without it, the key of
+    ``defaults`` is used.
     """
     own = agent_config.get("embeddings")
     if own is False:
@@ -77,6 +81,10 @@ def embedding_config(agent_config: Mapping[str, Any], defaults: Any = None) -> E
     if defaults is not None:
         values = {key: getattr(defaults, key, None) for key in _SETTING_KEYS}
     if isinstance(own, Mapping):
+        own = dict(own)
+        token = own.pop("api_key_enc", None)
+        if token is not None and decrypt is not None and not own.get("api_key"):
+            own["api_key"] = decrypt(str(token))
         unknown = set(own) - _SETTING_KEYS
         if unknown:
             raise ValueError(

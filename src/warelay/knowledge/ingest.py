@@ -391,6 +391,7 @@ async def add_document(
     on_progress: Callable[[int, int], None] | None = None,
     embeddings: Any = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    decrypt: Callable[[str], str] | None = None,
 ) -> DocumentInfo:
     """Add (or replace) a knowledge file for a tenant's agent; all its passages change in one transaction.
 
@@ -402,7 +403,8 @@ async def add_document(
     embedded before the transaction. If the endpoint fails, the document is stored all the same,
     searchable by full text, with the failure in ``embedding_error`` (logged as a warning, returned
     in the :class:`DocumentInfo`); adding the file again retries. ``transport`` is the HTTP
-    transport of the embeddings client (tests fake the endpoint there).
+    transport of the embeddings client (tests fake the endpoint there); ``decrypt`` reads an
+    agent's encrypted embeddings key (``SecretBox.decrypt``).
     """
     name = _check_name(name)
     if len(data) > MAX_DOCUMENT_BYTES:
@@ -414,7 +416,7 @@ async def add_document(
     sha256 = hashlib.sha256(data).hexdigest()
     async with engine.connect() as conn:
         agent_config = await _check_agent(conn, tenant_id=tenant_id, agent_id=agent_id)
-    config = embedding_config(agent_config, embeddings)
+    config = embedding_config(agent_config, embeddings, decrypt)
     embedding_error = None
     if config is not None:
         embedding_error = await _embed_rows(rows, drafts, config, transport)
@@ -545,13 +547,14 @@ async def add_folder(
     on_progress: Callable[[str, int, int], None] | None = None,
     embeddings: Any = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    decrypt: Callable[[str], str] | None = None,
 ) -> list[DocumentInfo]:
     """Add every supported file of ``folder``, each as its own document named by its relative path.
 
     Each file is its own transaction; the first file that cannot be used stops the run with a
     :class:`KnowledgeFileError` naming it (the files before it stay added).
-    ``on_progress(name, done, total)`` reports passages per file; ``embeddings`` and ``transport``
-    are :func:`add_document`'s.
+    ``on_progress(name, done, total)`` reports passages per file; ``embeddings``, ``transport`` and
+    ``decrypt`` are :func:`add_document`'s.
     """
     root = Path(folder)
     if not await asyncio.to_thread(root.is_dir):
@@ -581,6 +584,7 @@ async def add_folder(
                 on_progress=progress,
                 embeddings=embeddings,
                 transport=transport,
+                decrypt=decrypt,
             )
         )
     return documents

@@ -41,7 +41,7 @@ import heapq
 import logging
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple
 
@@ -565,7 +565,8 @@ class DatabaseRetriever:
     and the embedding rankings — ``"rrf"`` (reciprocal rank fusion) or ``"mix"`` (by the score
     below) — and every passage's ``score`` is ``(1 - semantic_weight) * confidence + semantic_weight
     * max(cosine, 0)``. If the endpoint fails, the question is answered by full text alone.
-    ``transport`` is the embeddings client's HTTP transport (tests fake the endpoint there).
+    ``transport`` is the embeddings client's HTTP transport (tests fake the endpoint there);
+    ``decrypt`` reads an agent's encrypted embeddings key (``SecretBox.decrypt``).
     """
 
     def __init__(
@@ -578,6 +579,7 @@ class DatabaseRetriever:
         fusion: Fusion = "mix",
         semantic_weight: float = 0.5,
         transport: httpx.AsyncBaseTransport | None = None,
+        decrypt: Callable[[str], str] | None = None,
     ) -> None:
         if fusion not in ("rrf", "mix"):
             raise ValueError(f"fusion must be 'rrf' or 'mix', not {fusion!r}")
@@ -592,6 +594,7 @@ class DatabaseRetriever:
         self._fusion = fusion
         self._semantic_weight = semantic_weight
         self._transport = transport
+        self._decrypt = decrypt
         self._embedders: dict[EmbeddingConfig, Embedder] = {}
 
     async def aclose(self) -> None:
@@ -711,7 +714,7 @@ class DatabaseRetriever:
         if not stats.signs:
             return None
         try:
-            config = embedding_config(stats.agent_config, self._embeddings)
+            config = embedding_config(stats.agent_config, self._embeddings, self._decrypt)
         except ValueError as exc:
             log.warning("knowledge search for tenant %s agent %s without embeddings: %s", *key, exc)
             return None

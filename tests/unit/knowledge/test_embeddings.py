@@ -21,6 +21,7 @@ from tests.unit.knowledge.helpers import make_agent
 from tests.unit.knowledge.test_quality import check_floors
 from warelay.agents.knowledge import DEFAULT_MIN_CONFIDENCE
 from warelay.config import EmbeddingSettings, Settings
+from warelay.crypto import SecretBox
 from warelay.knowledge.embeddings import (
     DEFAULT_BASE_URL,
     Embedder,
@@ -59,6 +60,18 @@ def test_agent_entry_overrides_the_settings_key_by_key() -> None:
     assert embedding_config({"embeddings": {"model": "m"}}, None) == EmbeddingConfig(
         model="m", base_url=DEFAULT_BASE_URL
     )
+
+
+def test_an_agents_encrypted_key_is_read_with_decrypt() -> None:
+    # warelay.agents.config stores an agent's embeddings key encrypted, as api_key_enc.
+    box = SecretBox(["k" * 32])
+    stored = {"embeddings": {"model": "m", "api_key_enc": box.encrypt("sk-agent")}}
+    config = embedding_config(stored, SETTINGS, box.decrypt)
+    assert config is not None
+    assert config.api_key == "sk-agent"
+    without = embedding_config(stored, SETTINGS)  # no way to read it: the settings' key
+    assert without is not None
+    assert without.api_key == "k"
 
 
 @pytest.mark.parametrize(
