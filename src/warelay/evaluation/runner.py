@@ -27,11 +27,14 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import uvicorn
 from pydantic import SecretStr
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from warelay.agents.catalog import save_agent
+from warelay.agents.config import AgentConfigError
 from warelay.app import create_app
 from warelay.config import Settings, load_settings
+from warelay.crypto import SecretBox
 from warelay.evaluation.checks import Outcome, Reply, describe_check, evaluate
 from warelay.evaluation.results import ConversationResult, StepResult, SuiteResult
 from warelay.evaluation.suite import ConversationSpec, HandoffCheck, StateCheck, Step, Suite, SuiteAgent
@@ -42,12 +45,11 @@ from warelay.knowledge.ingest import (
     list_documents,
     remove_document,
 )
-from warelay.numbers import ensure_agent, ensure_tenant
+from warelay.numbers import ensure_tenant
 from warelay.runtime import Runtime
 from warelay.simulator.server import Simulator, SimulatorConfig, create_simulator_app
 from warelay.storage.db import create_engine, upgrade
-from warelay.storage.models import Agent as AgentRow
-from warelay.storage.models import WorkItem, utcnow
+from warelay.storage.models import WorkItem
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
@@ -128,8 +130,9 @@ def eval_settings(
             "tenant": EVAL_TENANT,
             "insecure_skip_signature": False,
         },
-        # The runner adds the knowledge itself (see _prepare_agent).
+        # The runner sets up the agent and its knowledge itself (see _prepare_agent).
         "agent": {"kind": kind, "name": name, "knowledge_dir": None},
+        "agents_file": None,
         "worker": {
             "enabled": True,
             "processes": 0,
@@ -148,17 +151,20 @@ async def _prepare_agent(settings: Settings, agent: SuiteAgent, knowledge: list[
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         await upgrade(engine)
-        tenant_id = await ensure_tenant(engine, EVAL_TENANT)
-        agent_id = await ensure_agent(
-            engine, tenant_id=tenant_id, name=agent.name, kind=agent.kind, update_kind=True
-        )
-        async with engine.begin() as conn:
-            await conn.execute(
-                update(AgentRow)
-                .where(AgentRow.id == agent_id)
-                .values(config=agent.config, updated_at=utcnow())
+        try:
+            record = await save_agent(
+                engine,
+                SecretBox(settings.secret_keys),
+                tenant=EVAL_TENANT,
+                name=agent.name,
+                kind=agent.kind,
+                changes=agent.config,
+                replace=True,
             )
-        await _replace_knowledge(engine, tenant_id=tenant_id, agent_id=agent_id, knowledge=knowledge)
+        except AgentConfigError as exc:
+            raise EvalSetupError(str(exc)) from None
+        tenant_id = await ensure_tenant(engine, EVAL_TENANT)
+        await _replace_knowledge(engine, tenant_id=tenant_id, agent_id=record.id, knowledge=knowledge)
     finally:
         await engine.dispose()
 

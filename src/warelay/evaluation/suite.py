@@ -33,6 +33,7 @@ from pydantic import (
 import warelay.agents.knowledge
 import warelay.agents.llm  # noqa: F401
 from warelay.agents.base import agent_kinds
+from warelay.agents.config import AgentConfig
 
 __all__ = [
     "CHECK_KINDS",
@@ -323,16 +324,17 @@ class SuiteAgent(_Model):
 
     @field_validator("config")
     @classmethod
-    def _prompt_file(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    def _valid_config(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         prompt_file = value.get("system_prompt_file")
-        if prompt_file is None:
-            return value
-        if not isinstance(prompt_file, str) or not prompt_file:
-            raise ValueError("system_prompt_file must be a file path")
-        path = _resolve(Path(prompt_file), info)
-        if not path.is_file():
-            raise ValueError(f"system_prompt_file: no such file: {path}")
-        return {**value, "system_prompt_file": str(path)}
+        if prompt_file is not None:
+            if not isinstance(prompt_file, str) or not prompt_file:
+                raise ValueError("system_prompt_file must be a file path")
+            path = _resolve(Path(prompt_file), info)
+            if not path.is_file():
+                raise ValueError(f"system_prompt_file: no such file: {path}")
+            value = {**value, "system_prompt_file": str(path)}
+        AgentConfig.parse(value)  # what an operator could store for an agent (raises a ValueError)
+        return value
 
 
 class Suite(_Model):
