@@ -45,7 +45,7 @@ from warelay.storage.direct import Database
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 TARGET_P99_MS = 20.0
-SYLLABLES = ("ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "de", "ga", "ba", "vi", "zu")
+SYLLABLES: tuple[str, ...] = ("ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "de", "ga", "ba", "vi", "zu")
 SYLLABLES += ("ran", "tol", "mer")
 
 
