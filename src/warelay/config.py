@@ -149,6 +149,64 @@ class OutboundSettings(_Section):
     request_timeout_seconds: float = Field(default=20, gt=0, le=300)
 
 
+_MB = 1024 * 1024
+
+
+class MediaS3Settings(_Section):
+    """An S3-compatible bucket for media files (``pip install 'warelay[s3]'``); unset: a local folder."""
+
+    bucket: str | None = Field(default=None, min_length=3, max_length=63)
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    prefix: str = Field(default="", max_length=200, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*/)*$")
+
+
+class TranscriptionSettings(_Section):
+    """An OpenAI-compatible ``/audio/transcriptions`` endpoint for voice notes and audio.
+
+    Without ``base_url`` the llm endpoint is used when it is OpenAI's own (a key and no other
+    base URL) and ``use_llm_endpoint`` is on; otherwise voice notes reach the agent as a placeholder.
+    """
+
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    api_key: SecretStr | None = None
+    model: str = Field(default="whisper-1", min_length=1)
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}$")
+    timeout_seconds: float = Field(default=60, gt=0, le=600)
+    use_llm_endpoint: bool = True
+
+
+class MediaSettings(_Section):
+    """Inbound media: fetched into a store, read for the agent (vision, transcripts, document text)."""
+
+    enabled: bool = True
+    directory: Path = Path("media")
+    s3: MediaS3Settings = MediaS3Settings()
+    retention_days: float = Field(default=30, gt=0, le=3650)
+    purge_interval_seconds: float = Field(default=3600, ge=1, le=86_400)
+    # Meta's limits per type (protocol.md A8): larger files are refused without being read whole.
+    max_image_bytes: int = Field(default=5 * _MB, ge=1)
+    max_audio_bytes: int = Field(default=16 * _MB, ge=1)
+    max_video_bytes: int = Field(default=16 * _MB, ge=1)
+    max_document_bytes: int = Field(default=100 * _MB, ge=1)
+    max_sticker_bytes: int = Field(default=500 * 1024, ge=1)
+    document_text_chars: int = Field(default=10_000, ge=100, le=1_000_000)
+    download_attempts: int = Field(default=3, ge=1, le=10)
+    download_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
+    download_timeout_seconds: float = Field(default=120, gt=0, le=3600)
+    transcription: TranscriptionSettings = TranscriptionSettings()
+    unsupported_text: str = Field(
+        default="Sorry, I can't open that kind of message. Could you send it as text instead?", min_length=1
+    )
+
+    def max_bytes(self, media_type: str) -> int:
+        """The size limit for a media type (image, audio, video, document, sticker)."""
+        limit: int = getattr(self, f"max_{media_type}_bytes")
+        return limit
+
+
 class Settings(BaseSettings):
     """All of warelay's settings."""
 
@@ -180,6 +238,7 @@ class Settings(BaseSettings):
     conversations: ConversationSettings = ConversationSettings()
     worker: WorkerSettings = WorkerSettings()
     outbound: OutboundSettings = OutboundSettings()
+    media: MediaSettings = MediaSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -14,10 +14,11 @@ fallback message sent to the user.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from warelay.domain import (
     ButtonContent,
@@ -27,10 +28,12 @@ from warelay.domain import (
     InteractiveReplyContent,
     LocationContent,
     MediaContent,
+    MediaKind,
     OrderContent,
     OutboundContent,
     ReactionContent,
     RevokeContent,
+    SharedContact,
     SystemContent,
     TextContent,
     UnsupportedContent,
@@ -59,9 +62,45 @@ class SessionState:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+AttachmentStatus = Literal["stored", "failed", "too_large", "unsupported", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """An inbound media file as prepared for a turn (:mod:`warelay.media`).
+
+    ``status`` says what became of the file: ``stored`` in the media store under ``storage_key``;
+    ``failed`` to download; ``too_large`` for its type's limit; ``unsupported`` (the channel cannot
+    fetch it, or it has no media id); ``expired`` (removed after the retention period). ``text`` is
+    a voice note's transcript or a document's extracted text (cut at the configured length, then
+    ``text_truncated``); ``reason`` says, for operators, why a file or its text is missing. ``data``
+    holds the bytes of images and static stickers, for models that see images.
+    """
+
+    media_type: MediaKind
+    status: AttachmentStatus
+    mime_type: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    filename: str | None = None
+    storage_key: str | None = None
+    text: str | None = None
+    text_truncated: bool = False
+    reason: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+
+    @property
+    def stored(self) -> bool:
+        """Whether the file is in the media store."""
+        return self.status == "stored"
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """What the agent answers: the user's message(s) with everything known about the conversation."""
+    """What the agent answers: the user's message(s) with everything known about the conversation.
+
+    ``attachments`` holds the fetched media of the messages, keyed by their provider message id.
+    """
 
     tenant_id: int
     tenant: str
@@ -73,11 +112,14 @@ class Turn:
     session: SessionState
     messages: tuple[InboundMessage, ...]
     history: tuple[HistoryItem, ...] = ()
+    attachments: Mapping[str, Attachment] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
-        """The user's message(s) rendered as text for a model or a search."""
-        return "\n".join(describe_inbound(m) for m in self.messages)
+        """The user's message(s) rendered as text for a model or a search, with their media's text."""
+        return "\n".join(
+            describe_inbound(m, self.attachments.get(m.provider_message_id)) for m in self.messages
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,14 +226,64 @@ def build_agent(spec: AgentSpec, deps: AgentDeps) -> Agent:
     return factory(spec, deps)
 
 
-def describe_inbound(message: InboundMessage) -> str:
-    """Render any inbound message as one line of text an agent (or a search) can use."""
-    return _DESCRIBERS.get(type(message.content), _describe_unsupported)(message)
+def describe_inbound(message: InboundMessage, attachment: Attachment | None = None) -> str:
+    """Render any inbound message as text an agent (or a search) can use.
+
+    Without ``attachment`` a media message reads as its kind, filename and caption (``[image]
+    caption``), as stored in the conversation's history. With the attachment prepared for the turn
+    it also carries what was read from the file (a transcript, a document's text) or says plainly
+    why it could not be (a placeholder the agent can answer). The message's context comes first,
+    one bracketed line each: a Click-to-WhatsApp ad, a catalog product asked about, a forward.
+    """
+    body = _DESCRIBERS.get(type(message.content), _describe_unsupported)(message)
+    if isinstance(message.content, MediaContent) and attachment is not None:
+        body = _describe_attachment(message.content, attachment)
+    lines = _context_lines(message)
+    if not lines:
+        return body
+    if body:
+        lines.append(body)
+    return "\n".join(lines)
 
 
-def _describe_text(m: InboundMessage) -> str:
-    assert isinstance(m.content, TextContent)
-    return m.content.body
+def _context_lines(m: InboundMessage) -> list[str]:
+    lines: list[str] = []
+    r = m.referral
+    if r is not None:
+        source = "post" if r.source_type == "post" else "ad"
+        details = "; ".join(
+            x
+            for x in (_quoted(r.headline), r.body, r.welcome_message and f"welcome: {r.welcome_message}")
+            if x
+        )
+        link = r.source_url or r.image_url or r.video_url
+        lines.append(
+            f"[came from your {source}{' ' + r.source_id if r.source_id else ''}"
+            f"{': ' + details if details else ''}{' — ' + link if link else ''}]"
+        )
+    c = m.context
+    if c is not None:
+        product = c.referred_product
+        if product is not None and (product.product_retailer_id or product.catalog_id):
+            catalog = f" (catalog {product.catalog_id})" if product.catalog_id else ""
+            lines.append(f"[asking about product {product.product_retailer_id or 'unknown'}{catalog}]")
+        if c.frequently_forwarded:
+            lines.append("[forwarded many times]")
+        elif c.forwarded:
+            lines.append("[forwarded]")
+    return lines
+
+
+def _quoted(value: str | None) -> str | None:
+    return f'"{value}"' if value else None
+
+
+def _media_label(c: MediaContent) -> str:
+    if c.media_type == "audio":
+        return "voice note" if c.voice else "audio"
+    if c.media_type == "sticker" and c.animated:
+        return "animated sticker"
+    return c.media_type
 
 
 def _describe_media(m: InboundMessage) -> str:
@@ -207,35 +299,109 @@ def _describe_media(m: InboundMessage) -> str:
     return "".join(parts)
 
 
+# What the agent is told when a file could not be read, in words it can pass on to the customer.
+_UNAVAILABLE: Final[dict[str, str]] = {
+    "failed": "it could not be downloaded",
+    "too_large": "it is too large to open",
+    "unsupported": "I cannot open it",
+    "expired": "it is no longer available",
+}
+
+
+def _describe_attachment(c: MediaContent, a: Attachment) -> str:
+    what = _media_label(c)
+    name = a.filename or c.filename
+    head = f"{what} {name}" if name and c.media_type == "document" else what
+    caption = f" {c.caption}" if c.caption else ""
+    if not a.stored:
+        return f"[{head}: {_UNAVAILABLE[a.status]}]{caption}"
+    if c.media_type == "audio":
+        if a.text:
+            return f"[{what}, transcribed]{caption} {a.text}".rstrip()
+        article = "a" if what == "voice note" else "an"
+        return f"[{what}: the customer sent {article} {what} I cannot listen to]{caption}"
+    if c.media_type == "video":
+        return f"[video: the customer sent a video I cannot watch]{caption}"
+    if c.media_type == "document":
+        if not a.text:
+            return f"[{head}: I cannot read the contents of this file]{caption}"
+        label = name or "the document"
+        more = "\n[only the beginning of the document is shown]" if a.text_truncated else ""
+        return f'[{head}]{caption}\nText of {label}:\n"""\n{a.text}\n"""{more}'
+    return f"[{head}]{caption}"
+
+
 def _describe_location(m: InboundMessage) -> str:
     c = m.content
     assert isinstance(c, LocationContent)
-    place = ", ".join(p for p in (c.name, c.address) if p)
-    return f"[location {c.latitude:.6f},{c.longitude:.6f}{' ' + place if place else ''}]"
+    parts = [f"[location] latitude {c.latitude:.6f}, longitude {c.longitude:.6f}"]
+    parts.extend(
+        f"{label}: {value}"
+        for label, value in (("name", c.name), ("address", c.address), ("url", c.url))
+        if value
+    )
+    return "; ".join(parts)
 
 
 def _describe_contacts(m: InboundMessage) -> str:
     c = m.content
     assert isinstance(c, ContactsContent)
-    cards = []
-    for card in c.contacts:
-        phones = ", ".join(p.phone for p in card.phones if p.phone)
-        cards.append(f"{card.formatted_name or 'contact'}{' ' + phones if phones else ''}")
-    return "[shared contacts: " + "; ".join(cards) + "]"
+    cards = [_describe_card(card) for card in c.contacts]
+    return "\n".join(cards) if cards else "[shared contacts: none]"
+
+
+def _describe_card(card: SharedContact) -> str:
+    name = card.formatted_name or " ".join(x for x in (card.first_name, card.last_name) if x) or "unnamed"
+    fields: list[str] = []
+    phones = []
+    for p in card.phones:
+        number = p.phone or p.wa_id
+        if not number:
+            continue
+        extras = [x for x in (p.type, f"WhatsApp {p.wa_id}" if p.wa_id else None) if x]
+        phones.append(f"{number} ({', '.join(extras)})" if extras else number)
+    for label, values in (
+        ("phones", phones),
+        ("emails", list(card.emails)),
+        ("organization", [card.organization] if card.organization else []),
+        ("websites", list(card.urls)),
+        ("birthday", [card.birthday] if card.birthday else []),
+        ("addresses", [_address(a) for a in card.addresses if _address(a)]),
+    ):
+        if values:
+            fields.append(f"{label}: {', '.join(values)}")
+    return f"[shared contact] {name}" + ("; " + "; ".join(fields) if fields else "")
+
+
+def _address(address: Mapping[str, Any]) -> str:
+    keys = ("street", "city", "state", "zip", "country")
+    return ", ".join(str(address[k]) for k in keys if address.get(k))
 
 
 def _describe_interactive(m: InboundMessage) -> str:
     c = m.content
     assert isinstance(c, InteractiveReplyContent)
     if c.reply_type == "flow_reply":
-        return f"[form submitted: {c.flow_response or {}}]"
-    return c.title or c.id or ""
+        fields = {k: v for k, v in (c.flow_response or {}).items() if k != "flow_token"}
+        answers = "; ".join(
+            f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+            for k, v in fields.items()
+        )
+        name = f' "{c.flow_name}"' if c.flow_name and c.flow_name != "flow" else ""
+        return f"[form{name} submitted]" + (f" {answers}" if answers else " (no answers)")
+    label = "reply button" if c.reply_type == "button_reply" else "list choice"
+    title = c.title or c.id or ""
+    description = f" — {c.description}" if c.description else ""
+    ident = f" (id: {c.id})" if c.id and c.id != c.title else ""
+    return f"[{label}] {title}{description}{ident}"
 
 
 def _describe_button(m: InboundMessage) -> str:
     c = m.content
     assert isinstance(c, ButtonContent)
-    return c.text or c.payload or ""
+    text = c.text or c.payload or ""
+    payload = f" (payload: {c.payload})" if c.payload and c.payload != text else ""
+    return f"[template button] {text}{payload}"
 
 
 def _describe_reaction(m: InboundMessage) -> str:
@@ -244,11 +410,29 @@ def _describe_reaction(m: InboundMessage) -> str:
     return "[reaction removed]" if c.removed else f"[reacted {c.emoji}]"
 
 
+def _price(value: float) -> str:
+    return f"{value:.2f}"
+
+
 def _describe_order(m: InboundMessage) -> str:
     c = m.content
     assert isinstance(c, OrderContent)
-    items = ", ".join(f"{i.quantity or 1}× {i.product_retailer_id}" for i in c.items)
-    return f"[order: {items}]" + (f" {c.text}" if c.text else "")
+    lines = []
+    for i in c.items:
+        price = f" at {_price(i.item_price)} {i.currency or ''}".rstrip() if i.item_price is not None else ""
+        lines.append(f"{i.quantity if i.quantity is not None else 1} × {i.product_retailer_id}{price}")
+    catalog = f" from catalog {c.catalog_id}" if c.catalog_id else ""
+    text = f"[order{catalog}] " + ("; ".join(lines) if lines else "no items")
+    currencies = {i.currency for i in c.items}
+    if c.items and len(currencies) == 1 and all(i.item_price is not None for i in c.items):
+        total = sum((i.item_price or 0.0) * (i.quantity if i.quantity is not None else 1) for i in c.items)
+        text += f"; total {_price(total)} {currencies.pop() or ''}".rstrip()
+    return text + (f"\nNote with the order: {c.text}" if c.text else "")
+
+
+def _describe_text(m: InboundMessage) -> str:
+    assert isinstance(m.content, TextContent)
+    return m.content.body
 
 
 def _describe_system(m: InboundMessage) -> str:

@@ -475,6 +475,13 @@ class Simulator:
     def __init__(self, config: SimulatorConfig, *, http: httpx.AsyncClient | None = None) -> None:
         self.config = config
         self.faults = FaultPlan()
+        # Media fetches: faults for GET /{media-id} and for the download URL, and downloads whose
+        # bytes are altered on the way (they no longer match the sha256 Graph gave).
+        self.media_faults = FaultPlan()
+        self.download_faults = FaultPlan()
+        self.corrupt_downloads = 0
+        self.media_requests = 0
+        self.downloads = 0
         self.sent: list[SentMessage] = []
         self.reads: list[ReadReceipt] = []
         self.rejected: list[RejectedRequest] = []
@@ -807,6 +814,51 @@ class Simulator:
     def media(self, media_id: str) -> MediaItem | None:
         """A stored media file, or None."""
         return self._media.get(media_id)
+
+    async def user_sends_media(
+        self,
+        wa_id: str,
+        media_type: str,
+        data: bytes,
+        mime_type: str,
+        *,
+        caption: str | None = None,
+        filename: str | None = None,
+        voice: bool = False,
+        animated: bool = False,
+        name: str = "Test User",
+        number_id: str | None = None,
+    ) -> tuple[str, str]:
+        """A user sends a file (image, audio, video, document or sticker): (wamid, media id).
+
+        The file is kept as media of the business number, readable with its token like Meta's.
+        """
+        if media_type not in _MEDIA_TYPES:
+            raise ValueError(f"media_type must be one of {sorted(_MEDIA_TYPES)}")
+        number = self._number(number_id)
+        media_id = self.add_media(data, mime_type, number_id=number.phone_number_id, filename=filename)
+        content: dict[str, Any] = {"id": media_id}
+        if caption is not None and media_type in ("image", "video", "document"):
+            content["caption"] = caption
+        if media_type == "document" and filename:
+            content["filename"] = filename
+        if media_type == "audio":
+            content["voice"] = voice
+        if media_type == "sticker":
+            content["animated"] = animated
+        wamid = await self.user_sends(
+            wa_id, {"type": media_type, media_type: content}, name=name, number_id=number.phone_number_id
+        )
+        return wamid, media_id
+
+    def media_bytes(self, media_id: str) -> bytes:
+        """The bytes a download of ``media_id`` serves now (altered while ``corrupt_downloads`` lasts)."""
+        self.downloads += 1
+        data = self._media[media_id].data
+        if self.corrupt_downloads > 0 and data:
+            self.corrupt_downloads -= 1
+            return data[:-1] + bytes([data[-1] ^ 0xFF])
+        return data
 
     def resolve_media(self, token: str | None, media_id: str, method: str = "get") -> MediaItem:
         """The media ``token`` may read, or the Graph error (401/190, or 400/100 when unknown or foreign)."""
@@ -1297,6 +1349,10 @@ def create_simulator_app(sim: Simulator) -> Starlette:
         if method == "delete":
             sim.delete_media(media_id)
             return _json({"success": True})
+        sim.media_requests += 1
+        fault = sim.media_faults.take()
+        if fault is not None:
+            return _graph_error(fault.error())
         return _json(
             {
                 "messaging_product": "whatsapp",
@@ -1318,7 +1374,10 @@ def create_simulator_app(sim: Simulator) -> Starlette:
         params = request.query_params
         if not sim.check_media_url(media_id, params.get("ext", ""), params.get("hash", "")):
             return Response(status_code=404)
-        return Response(item.data, media_type=item.mime_type)
+        fault = sim.download_faults.take()
+        if fault is not None:
+            return _graph_error(fault.error())
+        return Response(sim.media_bytes(media_id), media_type=item.mime_type)
 
     # ------------------------------------------------------------------------ control API (/_sim)
 
@@ -1381,6 +1440,38 @@ def create_simulator_app(sim: Simulator) -> Starlette:
         )
         return _json(view)
 
+    async def sim_media_faults(request: Request) -> Response:
+        # {"resolve": <faults body>, "download": <faults body>, "corrupt": n}; the bodies as /_sim/faults.
+        if request.method == "DELETE":
+            sim.media_faults.clear()
+            sim.download_faults.clear()
+            sim.corrupt_downloads = 0
+        elif request.method == "POST":
+            try:
+                data = await request.json()
+                if not isinstance(data, dict) or set(data) - {"resolve", "download", "corrupt"}:
+                    raise ValueError("send an object with 'resolve', 'download' and/or 'corrupt'")
+                corrupt = data.get("corrupt", sim.corrupt_downloads)
+                if not isinstance(corrupt, int) or corrupt < 0:
+                    raise ValueError("corrupt must be a non-negative integer")
+                for key in ("resolve", "download"):  # all checked before anything changes
+                    if key in data:
+                        FaultPlan().apply(data[key])
+                if "resolve" in data:
+                    sim.media_faults.apply(data["resolve"])
+                if "download" in data:
+                    sim.download_faults.apply(data["download"])
+                sim.corrupt_downloads = corrupt
+            except ValueError as exc:
+                return _json({"error": str(exc)}, 400)
+        return _json(
+            {
+                "resolve": sim.media_faults.to_dict(),
+                "download": sim.download_faults.to_dict(),
+                "corrupt": sim.corrupt_downloads,
+            }
+        )
+
     async def sim_media(request: Request) -> Response:
         # Local-only preview for the chat page; the Graph download route keeps its bearer check.
         item = sim.media(request.path_params["media_id"])
@@ -1411,6 +1502,7 @@ def create_simulator_app(sim: Simulator) -> Starlette:
         Route("/_sim/state", sim_state, methods=["GET"]),
         Route("/_sim/reset", sim_reset, methods=["POST"]),
         Route("/_sim/faults", sim_faults, methods=["GET", "POST", "DELETE"]),
+        Route("/_sim/media-faults", sim_media_faults, methods=["GET", "POST", "DELETE"]),
         Route("/_sim/users", sim_users, methods=["GET"]),
         Route("/_sim/users/{wa_id}/messages", sim_user_message, methods=["POST"]),
         Route("/_sim/users/{wa_id}/chat", sim_chat, methods=["GET"]),

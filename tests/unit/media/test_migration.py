@@ -57,8 +57,7 @@ def _migrate(connection: Connection, action: str, revision: str) -> None:
 def _table_diff(connection: Connection) -> list[Any]:
     """Differences between the model of media_files and the table the migration made."""
     context = MigrationContext.configure(connection, opts={"compare_type": True})
-    media = [d for d in compare_metadata(context, Base.metadata) if "media_files" in repr(d)]
-    return media
+    return [d for d in compare_metadata(context, Base.metadata) if "media_files" in repr(d)]
 
 
 async def test_0002_creates_media_files_as_modelled_and_drops_it(empty_db_url: str) -> None:
@@ -68,8 +67,12 @@ async def test_0002_creates_media_files_as_modelled_and_drops_it(empty_db_url: s
             await conn.run_sync(_migrate, "upgrade", "0001")
             assert "media_files" not in await conn.run_sync(lambda c: inspect(c).get_table_names())
             await conn.run_sync(_migrate, "upgrade", "0002")
-            columns = await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns("media_files")})
-            indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("media_files")})
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("media_files")}
+            )
+            indexes = await conn.run_sync(
+                lambda c: {i["name"] for i in inspect(c).get_indexes("media_files")}
+            )
             assert await conn.run_sync(_table_diff) == []
         assert {"provider_message_id", "status", "error", "storage_key", "text", "expires_at"} <= columns
         assert {"ix_media_files_due", "ix_media_files_message_id"} <= indexes
@@ -82,7 +85,7 @@ async def test_0002_creates_media_files_as_modelled_and_drops_it(empty_db_url: s
                 )
             )
         async with engine.begin() as conn:
-            with pytest.raises(Exception, match="(?i)unique"):
+            with pytest.raises(Exception, match=r"(?i)unique"):
                 async with conn.begin_nested():
                     await conn.execute(
                         text(
