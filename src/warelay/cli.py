@@ -446,8 +446,17 @@ def knowledge_add(
                     name=path.name,
                     data=path.read_bytes(),
                     on_progress=report,
+                    embeddings=settings.embeddings,
+                    decrypt=SecretBox(settings.secret_keys).decrypt if settings.secret_keys else None,
                 )
                 progress.update(task, completed=info.passages, total=info.passages)
+                if info.embedding_error:
+                    console.print(
+                        f"[yellow]{path.name}: searchable by full text only; embeddings failed: "
+                        f"{info.embedding_error}[/yellow]"
+                    )
+                elif info.embedding_model:
+                    console.print(f"{path.name}: embedded with {info.embedding_model}")
         out.print(f"added {len(files)} file(s)")
 
     with _fail_cleanly():

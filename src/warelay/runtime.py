@@ -80,7 +80,8 @@ class Runtime:
             "cloud": CloudChannel(timeout=settings.outbound.request_timeout_seconds)
         }
         self.pacer = Pacer()
-        self.retriever = DatabaseRetriever(self.db)
+        # Hybrid retrieval when an embeddings endpoint is configured (globally or per agent).
+        self.retriever = DatabaseRetriever(self.db, embeddings=settings.embeddings, decrypt=self.box.decrypt)
         deps = AgentDeps(retriever=self.retriever, settings=settings, llm_model=llm_model)
         self.agents = AgentProvider(self.engine, deps, settings, box=self.box)
         # A worker process beside others measures how far behind it is, to leave them new work.
@@ -126,7 +127,11 @@ class Runtime:
             await upsert_env_number(self.engine, self.box, self.settings)
             if self.settings.agents_file is not None:
                 await seed_agents_file(
-                    self.engine, self.box, self.settings.agents_file, default_tenant=self.settings.whatsapp.tenant
+                    self.engine,
+                    self.box,
+                    self.settings.agents_file,
+                    default_tenant=self.settings.whatsapp.tenant,
+                    embeddings=self.settings.embeddings,
                 )
             await self._load_knowledge_dir()
         await self.registry.load()
@@ -154,7 +159,14 @@ class Runtime:
         agent_id = await ensure_agent(
             self.engine, tenant_id=tenant_id, name=self.settings.agent.name, kind=self.settings.agent_kind
         )
-        await add_folder(self.engine, tenant_id=tenant_id, agent_id=agent_id, folder=folder)
+        await add_folder(
+            self.engine,
+            tenant_id=tenant_id,
+            agent_id=agent_id,
+            folder=folder,
+            embeddings=self.settings.embeddings,
+            decrypt=self.box.decrypt,
+        )
 
     async def _housekeeping(self) -> None:
         while True:
@@ -199,6 +211,7 @@ class Runtime:
         for channel in self.channels.values():
             await channel.aclose()
         await self.agents.aclose()
+        await self.retriever.aclose()
         await self.db.close()
         await self.engine.dispose()
         log.info("warelay stopped")

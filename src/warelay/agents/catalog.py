@@ -280,7 +280,9 @@ def read_agents_file(path: Path) -> list[_FileAgent]:
     return agents
 
 
-async def seed_agents_file(engine: AsyncEngine, box: SecretBox, path: Path, *, default_tenant: str) -> int:
+async def seed_agents_file(
+    engine: AsyncEngine, box: SecretBox, path: Path, *, default_tenant: str, embeddings: Any = None
+) -> int:
     """Create or update the agents a file declares, link their numbers, index their knowledge."""
     from warelay.knowledge.ingest import KnowledgeFileError, add_document, add_folder
 
@@ -297,11 +299,24 @@ async def seed_agents_file(engine: AsyncEngine, box: SecretBox, path: Path, *, d
             where = (path.parent / source).resolve()
             try:
                 if where.is_dir():
-                    await add_folder(engine, tenant_id=tenant_id, agent_id=record.id, folder=where)
+                    await add_folder(
+                        engine,
+                        tenant_id=tenant_id,
+                        agent_id=record.id,
+                        folder=where,
+                        embeddings=embeddings,
+                        decrypt=box.decrypt,
+                    )
                 elif where.is_file():
                     data = where.read_bytes()
                     await add_document(
-                        engine, tenant_id=tenant_id, agent_id=record.id, name=where.name, data=data
+                        engine,
+                        tenant_id=tenant_id,
+                        agent_id=record.id,
+                        name=where.name,
+                        data=data,
+                        embeddings=embeddings,
+                        decrypt=box.decrypt,
                     )
                 else:
                     raise ConfigError(

@@ -13,7 +13,7 @@ stored (as ``api_key_enc``) and decrypted only when the agent is built.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -55,6 +55,9 @@ class EmbeddingsConfig(BaseModel):
     base_url: str | None = Field(default=None, pattern=r"^https?://")
     model: str | None = Field(default=None, max_length=200)
     api_key: SecretStr | None = None
+    dimensions: int | None = Field(default=None, ge=1, le=8192)
+    batch_size: int | None = Field(default=None, ge=1, le=2048)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=300)
 
 
 class AgentConfig(BaseModel):
@@ -77,7 +80,8 @@ class AgentConfig(BaseModel):
     history_window: int | None = Field(default=None, ge=0, le=200)
     knowledge_passages: int | None = Field(default=None, ge=0, le=20)
     min_confidence: float | None = Field(default=None, ge=0, le=1)
-    embeddings: EmbeddingsConfig | None = None
+    # Hybrid retrieval: overrides WARELAY_EMBEDDINGS__* key by key; false turns it off for this agent.
+    embeddings: EmbeddingsConfig | Literal[False] | None = None
     vision: bool | None = None
     tools: list[AgentTool] | None = None
     # "auto": answer in the customer's language; a code (es, en, id, …) fixes it.
@@ -124,7 +128,7 @@ class AgentConfig(BaseModel):
         values = self.model_dump(exclude_none=True)
         if self.api_key is not None:
             values["api_key"] = self.api_key.get_secret_value()
-        if self.embeddings is not None and self.embeddings.api_key is not None:
+        if isinstance(self.embeddings, EmbeddingsConfig) and self.embeddings.api_key is not None:
             values["embeddings"]["api_key"] = self.embeddings.api_key.get_secret_value()
         values.update(changes)
         for key in unset:
@@ -136,7 +140,9 @@ class AgentConfig(BaseModel):
         values = self.model_dump(mode="json", exclude_none=True, exclude={"api_key", "embeddings"})
         if self.api_key is not None:
             values["api_key_enc"] = box.encrypt(self.api_key.get_secret_value())
-        if self.embeddings is not None:
+        if self.embeddings is False:
+            values["embeddings"] = False
+        elif self.embeddings is not None:
             embeddings = self.embeddings.model_dump(mode="json", exclude_none=True, exclude={"api_key"})
             if self.embeddings.api_key is not None:
                 embeddings["api_key_enc"] = box.encrypt(self.embeddings.api_key.get_secret_value())
@@ -168,7 +174,7 @@ class AgentConfig(BaseModel):
         values: dict[str, Any] = {
             key: getattr(self, key) for key in type(self).model_fields if getattr(self, key) is not None
         }
-        if self.embeddings is not None:
+        if isinstance(self.embeddings, EmbeddingsConfig):
             values["embeddings"] = self.embeddings.model_dump(exclude_none=True)
         return values
 
@@ -177,7 +183,7 @@ class AgentConfig(BaseModel):
         values = self.model_dump(mode="json", exclude_none=True, exclude={"api_key"})
         if self.api_key is not None:
             values["api_key"] = "********"
-        if self.embeddings is not None and self.embeddings.api_key is not None:
+        if isinstance(self.embeddings, EmbeddingsConfig) and self.embeddings.api_key is not None:
             values["embeddings"]["api_key"] = "********"
         return values
 

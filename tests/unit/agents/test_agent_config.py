@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from warelay.agents.config import AgentConfig, AgentConfigError, language_name
+from warelay.agents.config import AgentConfig, AgentConfigError, EmbeddingsConfig, language_name
 from warelay.crypto import SecretBox
 
 BOX = SecretBox(["c" * 32])
@@ -67,7 +67,7 @@ def test_api_keys_are_stored_encrypted_and_read_back() -> None:
     back = AgentConfig.from_stored(stored, BOX)
     assert back.api_key is not None
     assert back.api_key.get_secret_value() == "sk-secret-123"
-    assert back.embeddings is not None
+    assert isinstance(back.embeddings, EmbeddingsConfig)
     assert back.embeddings.api_key is not None
     assert back.embeddings.api_key.get_secret_value() == "emb-secret-456"
     assert back.public()["api_key"] == "********"
@@ -90,3 +90,11 @@ def test_merge_keeps_other_keys_and_unset_returns_to_the_default() -> None:
 def test_runtime_values_leave_out_what_is_not_set() -> None:
     runtime = AgentConfig.parse({"temperature": 0.5}).runtime()
     assert runtime == {"temperature": 0.5}
+
+
+def test_embeddings_can_be_tuned_or_turned_off_per_agent() -> None:
+    tuned = AgentConfig.parse({"embeddings": {"model": "text-embedding-3-small", "dimensions": 256}})
+    assert tuned.stored(BOX) == {"embeddings": {"model": "text-embedding-3-small", "dimensions": 256}}
+    off = AgentConfig.parse({"embeddings": False})
+    assert off.stored(BOX) == {"embeddings": False}
+    assert AgentConfig.from_stored(off.stored(BOX), BOX).embeddings is False
