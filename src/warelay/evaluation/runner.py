@@ -28,7 +28,6 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from warelay.agents.catalog import save_agent
 from warelay.agents.config import AgentConfigError
@@ -148,13 +147,14 @@ def eval_settings(
 
 async def _prepare_agent(settings: Settings, agent: SuiteAgent, knowledge: list[Path]) -> None:
     """Create the eval tenant's agent with the suite's configuration, and only the suite's knowledge."""
+    box = SecretBox(settings.secret_keys)
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         await upgrade(engine)
         try:
             record = await save_agent(
                 engine,
-                SecretBox(settings.secret_keys),
+                box,
                 tenant=EVAL_TENANT,
                 name=agent.name,
                 kind=agent.kind,
@@ -164,26 +164,35 @@ async def _prepare_agent(settings: Settings, agent: SuiteAgent, knowledge: list[
         except AgentConfigError as exc:
             raise EvalSetupError(str(exc)) from None
         tenant_id = await ensure_tenant(engine, EVAL_TENANT)
-        await _replace_knowledge(engine, tenant_id=tenant_id, agent_id=record.id, knowledge=knowledge)
+        # A database kept between runs may hold the files of an earlier version of the suite.
+        for doc in await list_documents(engine, tenant_id=tenant_id, agent_id=record.id):
+            await remove_document(engine, tenant_id=tenant_id, agent_id=record.id, name=doc.name)
+        # Indexed as the application indexes them: embeddings too, when configured.
+        try:
+            for path in knowledge:
+                if path.is_dir():
+                    await add_folder(
+                        engine,
+                        tenant_id=tenant_id,
+                        agent_id=record.id,
+                        folder=path,
+                        embeddings=settings.embeddings,
+                        decrypt=box.decrypt,
+                    )
+                else:
+                    await add_document(
+                        engine,
+                        tenant_id=tenant_id,
+                        agent_id=record.id,
+                        name=path.name,
+                        data=await asyncio.to_thread(path.read_bytes),
+                        embeddings=settings.embeddings,
+                        decrypt=box.decrypt,
+                    )
+        except (KnowledgeFileError, OSError) as exc:
+            raise EvalSetupError(f"knowledge: {exc}") from None
     finally:
         await engine.dispose()
-
-
-async def _replace_knowledge(
-    engine: AsyncEngine, *, tenant_id: int, agent_id: int, knowledge: list[Path]
-) -> None:
-    # A database kept between runs may hold the files of an earlier version of the suite.
-    for doc in await list_documents(engine, tenant_id=tenant_id, agent_id=agent_id):
-        await remove_document(engine, tenant_id=tenant_id, agent_id=agent_id, name=doc.name)
-    try:
-        for path in knowledge:
-            if path.is_dir():
-                await add_folder(engine, tenant_id=tenant_id, agent_id=agent_id, folder=path)
-            else:
-                data = await asyncio.to_thread(path.read_bytes)
-                await add_document(engine, tenant_id=tenant_id, agent_id=agent_id, name=path.name, data=data)
-    except (KnowledgeFileError, OSError) as exc:
-        raise EvalSetupError(f"knowledge: {exc}") from None
 
 
 @dataclass
