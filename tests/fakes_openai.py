@@ -13,12 +13,18 @@ Usage::
         assert server.requests[0]["model"] == "test-model"
 
 A responder may raise :class:`FakeOpenAIError` to answer with an HTTP error in OpenAI's error shape.
+
+``POST /v1/audio/transcriptions`` (multipart, as OpenAI's) answers ``{"text": …}`` from its
+``transcriber`` (which may raise :class:`FakeOpenAIError` too) and records each request's form
+fields and file in ``transcriptions``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.parser
+import email.policy
 import inspect
 import itertools
 import json
@@ -45,6 +51,12 @@ class ToolCall:
 
 
 Responder = Callable[[dict[str, Any]], "str | ToolCall | Awaitable[str | ToolCall]"]
+Transcriber = Callable[[dict[str, Any]], str]
+
+
+def transcribe_by_size(request: dict[str, Any]) -> str:
+    """The default transcriber: a text naming the file it was given."""
+    return f"transcript of {request['filename']} ({len(request['file'])} bytes)"
 
 
 class FakeOpenAIError(Exception):
@@ -101,8 +113,11 @@ class OpenAICompatibleServer:
         *,
         delay: float = 0.0,
         model_name: str | None = None,
+        transcriber: Transcriber = transcribe_by_size,
     ) -> None:
         self.responder: Responder = responder
+        self.transcriber = transcriber
+        self.transcriptions: list[dict[str, Any]] = []
         self.delay = delay
         self.model_name = model_name
         self.requests: list[dict[str, Any]] = []
@@ -125,12 +140,41 @@ class OpenAICompatibleServer:
             routes=[
                 Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/audio/transcriptions", self._transcriptions, methods=["POST"]),
             ]
         )
 
     async def _models(self, request: Request) -> JSONResponse:
         name = self.model_name or "fake-model"
         return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "owned_by": "fake"}]})
+
+    async def _transcriptions(self, request: Request) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("multipart/form-data"):
+            return JSONResponse({"error": {"message": "expected multipart/form-data"}}, status_code=400)
+        raw = f"Content-Type: {content_type}\r\n\r\n".encode() + await request.body()
+        form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
+        fields: dict[str, Any] = {"authorization": request.headers.get("authorization")}
+        for part in form.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if name == "file":
+                fields.update(
+                    file=payload, filename=part.get_filename(), content_type=part.get_content_type()
+                )
+            elif isinstance(name, str) and isinstance(payload, bytes):
+                fields[name] = payload.decode()
+        self.transcriptions.append(fields)
+        if "file" not in fields or "model" not in fields:
+            return JSONResponse({"error": {"message": "file and model are required"}}, status_code=400)
+        try:
+            text = self.transcriber(fields)
+        except FakeOpenAIError as exc:
+            return JSONResponse(
+                {"error": {"message": exc.message, "type": exc.error_type, "param": None, "code": None}},
+                status_code=exc.status_code,
+            )
+        return JSONResponse({"text": text})
 
     async def _chat_completions(self, request: Request) -> JSONResponse:
         body: dict[str, Any] = await request.json()

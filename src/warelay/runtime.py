@@ -34,6 +34,7 @@ from warelay.inbox.store import Delivery, DeliveryResult, Inbox, promote_strande
 from warelay.inbox.worker import LoopLag, SendWorker, Services, TurnWorker
 from warelay.knowledge.ingest import add_folder
 from warelay.knowledge.search import DatabaseRetriever
+from warelay.media import MediaPreparer, build_media
 from warelay.numbers import NumberRegistry, ensure_agent, ensure_tenant, upsert_env_number
 from warelay.observability import Metrics
 from warelay.outbound.ratelimit import Pacer
@@ -77,7 +78,10 @@ class Runtime:
         self.registry = NumberRegistry(self.reader, self.box)
         self.inbox = Inbox(self.db, conversation_expiry=settings.conversations.expiry)
         self.channels: Mapping[str, Channel] = {
-            "cloud": CloudChannel(timeout=settings.outbound.request_timeout_seconds)
+            "cloud": CloudChannel(
+                timeout=settings.outbound.request_timeout_seconds,
+                media_timeout=settings.media.download_timeout_seconds,
+            )
         }
         self.pacer = Pacer()
         # Hybrid retrieval when an embeddings endpoint is configured (globally or per agent).
@@ -86,6 +90,10 @@ class Runtime:
         self.agents = AgentProvider(self.engine, deps, settings, box=self.box)
         # A worker process beside others measures how far behind it is, to leave them new work.
         self.lag = LoopLag() if share_work and self.run_workers else None
+        # Inbound media is fetched, stored and read before the agent sees a turn (warelay.media).
+        self.media: MediaPreparer | None = (
+            build_media(settings, db=self.db, channels=self.channels) if settings.media.enabled else None
+        )
         services = Services(
             lag=self.lag,
             db=self.db,
@@ -95,6 +103,7 @@ class Runtime:
             pacer=self.pacer,
             settings=settings,
             metrics=self.metrics,
+            prepare_turn=self.media.prepare if self.media is not None else None,
         )
         self.sender = SendWorker(services)
         self.turns = TurnWorker(services, agents=self.agents, sender=self.sender)
@@ -140,6 +149,8 @@ class Runtime:
         if self.run_workers:
             self._tasks.append(asyncio.create_task(self.turns.run(), name="turn-worker"))
             self._tasks.append(asyncio.create_task(self.sender.run(), name="send-worker"))
+            if self.media is not None:
+                self._tasks.append(asyncio.create_task(self._purge_media(self.media), name="media-purge"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         log.info(
             "warelay started: %d number(s), workers %s, database %s",
@@ -184,6 +195,17 @@ class Runtime:
             except Exception:
                 log.exception("housekeeping failed")
 
+    async def _purge_media(self, media: MediaPreparer) -> None:
+        """Delete media files past their retention, now and then (one indexed query when none are due)."""
+        while True:
+            try:
+                purged = await media.purge()
+                if purged:
+                    log.info("purged %d expired media file(s)", purged)
+            except Exception:
+                log.exception("media purge failed")
+            await asyncio.sleep(self.settings.media.purge_interval_seconds)
+
     async def ready(self) -> bool:
         """Whether the database answers."""
         try:
@@ -210,6 +232,8 @@ class Runtime:
                 await task
         for channel in self.channels.values():
             await channel.aclose()
+        if self.media is not None:
+            await self.media.aclose()
         await self.agents.aclose()
         await self.retriever.aclose()
         await self.db.close()

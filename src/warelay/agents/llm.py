@@ -3,7 +3,8 @@
 Where it sits in the path::
 
     worker ──Turn──▶ LLMAgent.respond ──▶ Retriever.search (the business's knowledge)
-                                      ──▶ model (instructions + knowledge, history window, user text)
+                                      ──▶ model (instructions + knowledge, history window, user text
+                                                 with its media: images, transcripts, document text)
                      ◀──AgentReply(OutText)──
 
 One :class:`LLMAgent` is built per stored agent configuration and answers every turn of the numbers
@@ -11,10 +12,18 @@ that use it, concurrently: the pydantic-ai ``Agent``, the model and its HTTP cli
 in the constructor, and a turn only formats its instructions and history before the model call.
 Failures of the model (HTTP errors, timeouts, an empty answer) raise :class:`AgentError`, so the
 worker retries the turn and, after the last attempt, sends the fallback text.
+
+Media (prepared by :mod:`warelay.media`): images and static stickers go to the model as image
+content beside the text (unless the agent's config says ``"vision": false``); voice notes arrive as
+their transcript or a placeholder the model can answer; documents as their extracted text. A turn
+with nothing the model could understand (an unsupported message, a file that could not be fetched
+or read, a video, all without a caption) gets the polite ``unsupported_text`` without a model call;
+a turn of only stickers or reactions may get no reply at all, when the model answers with nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -26,7 +35,15 @@ import httpx2
 from openai import DefaultAioHttpClient
 from pydantic import SecretStr
 from pydantic_ai import Agent as PydanticAgent
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.messages import (
+    BinaryContent,
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    UserContent,
+    UserPromptPart,
+)
 from pydantic_ai.models import Model
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
@@ -34,12 +51,24 @@ from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
 from pydantic_ai.settings import ModelSettings
 
 from warelay.agents.actions import TurnActions
-from warelay.agents.base import AgentDeps, AgentReply, AgentSpec, HistoryItem, Passage, Turn, register_agent
+from warelay.agents.base import (
+    AgentDeps,
+    AgentReply,
+    AgentSpec,
+    Attachment,
+    HistoryItem,
+    Passage,
+    Turn,
+    describe_inbound,
+    register_agent,
+)
+from warelay.agents.config import language_name
 from warelay.agents.rich import rich_tools
-from warelay.domain import OutText
+from warelay.domain import InboundMessage, MediaContent, OutText, ReactionContent, UnsupportedContent
 from warelay.errors import AgentError
+from warelay.knowledge.text import detect_language
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "LLMAgent", "build_llm_model", "render_prompt"]
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "LLMAgent", "build_llm_model", "render_prompt", "user_prompt"]
 
 logger = logging.getLogger("warelay.agents.llm")
 
@@ -172,6 +201,90 @@ def _history(items: Sequence[HistoryItem]) -> list[ModelMessage]:
     return messages
 
 
+_QUIET_NOTE: Final = (
+    "The customer's message is only a sticker or a reaction. Reply only if it calls for a reply; "
+    "otherwise answer with nothing at all (an empty answer sends no message)."
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _UserPrompt:
+    """What the model is given for a turn's messages, and what kind of turn it is."""
+
+    text: str
+    images: tuple[BinaryContent, ...]
+    understood: bool  # something in the turn the model can read, see or answer
+    quiet: bool  # only stickers and reactions: no reply is fine
+
+    @property
+    def content(self) -> str | list[UserContent]:
+        """The user prompt: the text, followed by the images when there are any."""
+        return [self.text, *self.images] if self.images else self.text
+
+
+def _visual(content: MediaContent) -> bool:
+    return content.media_type == "image" or (content.media_type == "sticker" and not content.animated)
+
+
+def _understood(message: InboundMessage, attachment: Attachment | None, *, sees: bool) -> bool:
+    """Whether the model can make something of a message (a placeholder it can answer counts)."""
+    content = message.content
+    if isinstance(content, UnsupportedContent):
+        return False
+    if not isinstance(content, MediaContent) or content.caption:
+        return True
+    if content.media_type in ("audio", "sticker"):
+        return True  # a transcript or "a voice note I cannot listen to"; a sticker may go unanswered
+    if attachment is None or not attachment.stored:
+        return False
+    if content.media_type == "document":
+        return bool(attachment.text)
+    return content.media_type == "image" and sees
+
+
+def _reply_texts(value: object) -> str | Mapping[str, str]:
+    """A reply text: one for every language, or one per language name (``{"english": …}``)."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if (
+        isinstance(value, Mapping)
+        and value
+        and all(isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in value.items())
+    ):
+        return {str(k).lower(): str(v) for k, v in value.items()}
+    raise ValueError("the llm agent's 'unsupported_text' must be a text, or a mapping of language to text")
+
+
+def _quiet(message: InboundMessage) -> bool:
+    content = message.content
+    return isinstance(content, ReactionContent) or (
+        isinstance(content, MediaContent) and content.media_type == "sticker" and not content.caption
+    )
+
+
+def user_prompt(turn: Turn, *, vision: bool) -> _UserPrompt:
+    """The turn's messages for the model: their text (with transcripts and document text) and images."""
+    lines: list[str] = []
+    images: list[BinaryContent] = []
+    understood = False
+    for message in turn.messages:
+        attachment = turn.attachments.get(message.provider_message_id)
+        content = message.content
+        sees = False
+        if isinstance(content, MediaContent) and attachment is not None and _visual(content):
+            if attachment.stored and attachment.data is not None and vision:
+                mime = (attachment.mime_type or "").split(";")[0].strip() or "image/jpeg"
+                images.append(BinaryContent(attachment.data, media_type=mime))
+                sees = True
+            elif attachment.stored:
+                # A model without vision is told so, instead of being shown "[image]" alone.
+                attachment = dataclasses.replace(attachment, status="unsupported", data=None)
+        lines.append(describe_inbound(message, attachment))
+        understood = understood or _understood(message, attachment, sees=sees)
+    quiet = bool(turn.messages) and all(_quiet(m) for m in turn.messages)
+    return _UserPrompt("\n".join(lines), tuple(images), understood, quiet)
+
+
 class LLMAgent:
     """Answers turns with a chat model, grounded in the business's knowledge passages."""
 
@@ -197,6 +310,11 @@ class LLMAgent:
         tools = config.get("tools") or []
         if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
             raise ValueError("the llm agent's 'tools' must be a list of tool names")
+        self._vision = config.get("vision") is not False
+        self._unsupported_text = _reply_texts(
+            config.get("unsupported_text") or deps.settings.media.unsupported_text
+        )
+        self._reply_language = language_name(config.get("reply_language"))
         # output_type allows None so an empty answer ends the run at once (no retry request by
         # pydantic-ai): an error of our own unless the model answered with rich replies instead.
         self._agent: PydanticAgent[TurnActions, str | None] = PydanticAgent(
@@ -220,7 +338,13 @@ class LLMAgent:
 
     async def respond(self, turn: Turn) -> AgentReply:
         """Retrieve knowledge for the turn, ask the model, and return its text as one reply."""
-        text = turn.text
+        prompt = user_prompt(turn, vision=self._vision)
+        if not prompt.understood:
+            # Nothing to read, see or answer: the polite reply, without a model call.
+            kinds = [m.type for m in turn.messages]
+            body = self._unsupported_for(turn)
+            return AgentReply(replies=(OutText(body=body),), notes={"unsupported": kinds})
+        text = prompt.text
         passages = await self._passages(turn, text)
         business = self._business_name or turn.tenant
         instructions = render_prompt(
@@ -229,13 +353,15 @@ class LLMAgent:
         )
         if passages:
             instructions = f"{instructions}\n\n{_knowledge_section(business, passages)}"
+        if prompt.quiet:
+            instructions = f"{instructions}\n\n{_QUIET_NOTE}"
         window = turn.history[-self._history_window :] if self._history_window > 0 else ()
         rich = TurnActions(
             reply_to=turn.messages[-1].provider_message_id if turn.messages else None, session=turn.session
         )
         try:
             result = await self._agent.run(
-                text,
+                prompt.content,
                 message_history=_history(window),
                 instructions=instructions,
                 timeout=self._timeout,
@@ -244,7 +370,7 @@ class LLMAgent:
         except Exception as exc:
             raise AgentError(f"model {self.model_name} failed: {type(exc).__name__}: {exc}") from exc
         answer = (result.output or "").strip()
-        if not answer and not rich.replies:
+        if not answer and not rich.replies and not prompt.quiet:
             raise AgentError("empty answer")
         usage = result.usage
         if logger.isEnabledFor(logging.DEBUG):
@@ -262,6 +388,7 @@ class LLMAgent:
             notes={
                 "passages": [p.id for p in passages],
                 "rich": [r.kind for r in rich.replies],
+                "images": len(prompt.images),
                 "model": self.model_name,
                 "usage": {
                     "input_tokens": usage.input_tokens,
@@ -270,6 +397,17 @@ class LLMAgent:
                 },
             },
         )
+
+    def _unsupported_for(self, turn: Turn) -> str:
+        """The polite reply, in the agent's fixed language or the one the customer wrote in before."""
+        texts = self._unsupported_text
+        if isinstance(texts, str):
+            return texts
+        language = (self._reply_language or "").lower()
+        if language not in texts:
+            said = " ".join(h.text for h in turn.history if h.role == "user")
+            language = detect_language(said) if said.strip() else "english"
+        return texts.get(language) or texts.get("english") or next(iter(texts.values()))
 
     async def _passages(self, turn: Turn, text: str) -> Sequence[Passage]:
         if turn.agent_id is None or self._passage_limit <= 0 or not text.strip():
