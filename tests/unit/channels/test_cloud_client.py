@@ -15,7 +15,7 @@ from aiohttp import web
 
 from tests.integration.stack import free_port
 from warelay.channels.base import MediaTooLargeError
-from warelay.channels.cloud.client import CloudChannel
+from warelay.channels.cloud.client import CloudChannel, download_url_allowed
 from warelay.channels.cloud.errors import NetworkError
 from warelay.domain import OutText, UserRef
 from warelay.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
@@ -312,3 +312,25 @@ async def test_media_without_a_token_or_with_a_bad_id_is_refused(media_graph: Me
     finally:
         await channel.aclose()
     assert media_graph.resolves == []
+
+
+@pytest.mark.parametrize(
+    ("graph_url", "url", "allowed"),
+    [
+        (
+            "https://graph.facebook.com",
+            "https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=1",
+            True,
+        ),
+        (
+            "https://graph.facebook.com",
+            "http://lookaside.fbsbx.com/x",
+            False,
+        ),  # the token never goes in clear
+        ("https://graph.facebook.com", "ftp://x/y", False),
+        ("http://127.0.0.1:9000", "http://127.0.0.1:9000/media/1", True),  # the simulator
+        ("http://127.0.0.1:9000", "file:///etc/passwd", False),
+    ],
+)
+def test_where_the_bearer_token_may_go(graph_url: str, url: str, allowed: bool) -> None:
+    assert download_url_allowed(graph_url, url) is allowed

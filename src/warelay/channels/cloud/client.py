@@ -130,7 +130,7 @@ class CloudChannel:
         headers = {"Authorization": f"Bearer {self._token(account)}"}
         info = await self._resolve_media(account, media_id, headers)
         url = info.get("url")
-        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        if not isinstance(url, str) or not download_url_allowed(account.graph_url, url):
             raise error_from_response(502, b"", None)
         declared = _as_size(info.get("file_size"))
         if declared is not None and declared > max_bytes:
@@ -202,6 +202,16 @@ class CloudChannel:
             raise error_from_client_exception(exc) from exc
         mime = content_type.split(";")[0].strip() if content_type else None
         return b"".join(chunks), mime or None
+
+
+def download_url_allowed(graph_url: str, url: str) -> bool:
+    """Whether the bearer token may go to a download URL Graph gave: over TLS when Graph is.
+
+    A plain-HTTP Graph is a local simulator; aiohttp drops the header on a cross-origin redirect.
+    """
+    if graph_url.startswith("https://"):
+        return url.startswith("https://")
+    return url.startswith(("https://", "http://"))
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
