@@ -156,6 +156,21 @@ conversations:
     assert "the llm agent has no model endpoint" in result.output
 
 
+def test_bad_options_are_refused(tmp_path: Path) -> None:
+    for url, code, message in [
+        ("not a url", 2, "--database-url is not a database URL"),
+        ("mysql://user:hunter2@db/shop", 2, "--database-url names the driver 'mysql'"),
+        ("postgresql+asyncpg://user:hunter2@127.0.0.1:1/shop", 1, "cannot use the database"),
+    ]:
+        result = runner.invoke(app, ["eval", str(DEMO_SUITE), "--database-url", url])
+        assert result.exit_code == code, result.output
+        assert message in result.output
+        assert "hunter2" not in result.output
+    result = runner.invoke(app, ["eval", str(DEMO_SUITE), "--json", str(tmp_path / "no" / "such.json")])
+    assert result.exit_code == 2
+    assert "--json: no folder" in result.output
+
+
 async def test_the_demo_suite_on_a_given_database_twice(db_url: str) -> None:
     suite = load_suite(DEMO_SUITE)
     first = await run_suite(suite, load_settings(), database_url=db_url, concurrency=2)

@@ -28,6 +28,8 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from warelay.agents.catalog import save_agent
 from warelay.agents.config import AgentConfigError
@@ -68,7 +70,8 @@ _POLL: Final = 0.03
 
 
 class EvalSetupError(Exception):
-    """The suite's agent cannot be set up: its configuration, knowledge files or model endpoint."""
+    """The run cannot be set up as asked: the suite's agent (configuration, knowledge files, model
+    endpoint) or the database URL."""
 
 
 class EvalRunError(Exception):
@@ -145,12 +148,33 @@ def eval_settings(
     return Settings(**_merge(base.model_dump(), overrides)), app_secret, access_token
 
 
+_DRIVERS: Final = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def _check_database_url(url: str) -> None:
+    try:
+        driver: str | None = make_url(url).drivername
+    except ArgumentError:
+        driver = None
+    if driver not in _DRIVERS:
+        # The URL itself is not repeated: it may hold a password.
+        what = "is not a database URL" if driver is None else f"names the driver {driver!r}"
+        raise EvalSetupError(
+            f"--database-url {what}; warelay uses sqlite+aiosqlite:///path.db "
+            "or postgresql+asyncpg://user:password@host/database"
+        )
+
+
 async def _prepare_agent(settings: Settings, agent: SuiteAgent, knowledge: list[Path]) -> None:
     """Create the eval tenant's agent with the suite's configuration, and only the suite's knowledge."""
     box = SecretBox(settings.secret_keys)
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
-        await upgrade(engine)
+        try:
+            await upgrade(engine)
+        except (OSError, SQLAlchemyError) as exc:
+            where = make_url(settings.database_url).render_as_string(hide_password=True)
+            raise EvalRunError(f"cannot use the database {where}: {type(exc).__name__}: {exc}") from None
         try:
             record = await save_agent(
                 engine,
@@ -236,13 +260,14 @@ async def _serve(server: uvicorn.Server, what: str) -> asyncio.Task[None]:
             exc = task.exception()
             raise EvalRunError(f"{what} did not start: {exc or 'see the log above'}")
         if time.monotonic() > deadline:
-            server.should_exit = True
+            await _stop(server, task)
             raise EvalRunError(f"{what} did not start within {START_TIMEOUT:g}s")
         await asyncio.sleep(0.02)
     return task
 
 
 async def _stop(server: uvicorn.Server, task: asyncio.Task[None] | None) -> None:
+    """Ask a server to shut down gracefully; cancel it after 30 s (its failures were reported already)."""
     server.should_exit = True
     if task is not None:
         with contextlib.suppress(Exception):
@@ -415,8 +440,8 @@ class _Player:
                 content["caption"] = media.caption
             if kind == "document":
                 content["filename"] = media.filename or media.file.name
-            if media.voice:
-                content["voice"] = True
+            if kind == "audio":  # Meta says whether audio was recorded as a voice note
+                content["voice"] = media.voice
             return {"type": kind, kind: content}
         if step.tap is not None:
             return self._tap(wa_id, step.tap)
@@ -530,6 +555,8 @@ async def run_suite(
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="warelay-eval-") as tmp:
         workdir = Path(tmp)
+        if database_url is not None:
+            _check_database_url(database_url)
         url = database_url or f"sqlite+aiosqlite:///{workdir / 'eval.db'}"
         port = _free_port()
         run_settings, app_secret, access_token = eval_settings(
@@ -547,6 +574,13 @@ async def run_suite(
             knowledge = [base.agent.knowledge_dir]
         await _prepare_agent(run_settings, suite.agent, knowledge)
         async with _running(run_settings, app_secret, access_token, llm_model) as stack:
+            log.info(
+                "eval %s: warelay on %s, simulator on %s, %d conversation(s)",
+                name,
+                stack.url,
+                run_settings.whatsapp.graph_url,
+                len(suite.conversations),
+            )
             await _check_agent(stack, suite.agent.kind)
             player = _Player(stack, suite)
             slots = asyncio.Semaphore(concurrency)
