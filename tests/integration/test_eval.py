@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,48 @@ async def test_the_demo_suite_on_a_given_database_twice(db_url: str) -> None:
 
 
 # ------------------------------------------------------------------------------ the llm agent
+
+_WORD = re.compile(r"\w{4,}")
+
+
+def words(text: str) -> set[str]:
+    return {w.casefold() for w in _WORD.findall(text)}
+
+
+def faq_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """A model that answers from the knowledge passages warelay put in its instructions.
+
+    It quotes the answer of the first passage whose question shares a word (of 4+ letters) with the
+    customer's message, greets and thanks back, and otherwise says it does not know.
+    """
+    request = next(m for m in reversed(messages) if isinstance(m, ModelRequest))
+    text, _ = user_text(messages)
+    if re.fullmatch(r"(hello|hi|hi there)!?", text.strip(), re.IGNORECASE):
+        return ModelResponse(parts=[TextPart("Hi! How can I help you today?")])
+    if text.lower().startswith("thanks"):
+        return ModelResponse(parts=[TextPart("You're welcome!")])
+    knowledge = (request.instructions or "").partition("## Knowledge")[2]
+    for passage in re.split(r"\n\[\d+\] ", knowledge)[1:]:
+        heading, _, body = passage.partition("\n")
+        answer = body.partition("Answer: ")[2] or body
+        if words(heading.partition(" — ")[2]) & words(text):
+            return ModelResponse(parts=[TextPart(answer.strip())])
+    return ModelResponse(parts=[TextPart("Sorry, I don't know that yet; I'll ask the team.")])
+
+
+async def test_the_demo_suite_holds_the_llm_agent_to_the_same_answers() -> None:
+    suite = load_suite(DEMO_SUITE)
+    as_llm = suite.model_copy(update={"agent": suite.agent.model_copy(update={"kind": "llm"})})
+    result = await run_suite(as_llm, load_settings(), llm_model=FunctionModel(faq_model))
+    assert result.ok, [r for r in rows(result) if not r[3]]
+    assert result.agent_kind == "llm"
+
+    def knows_nothing(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("Sorry, I don't know that yet.")])
+
+    ignorant = await run_suite(as_llm, load_settings(), llm_model=FunctionModel(knows_nothing))
+    passed = {c.name for c in ignorant.conversations if c.passed}
+    assert passed == {"out of scope"}  # the suite tells a model that ignores the knowledge apart
 
 
 def user_text(messages: list[ModelMessage]) -> tuple[str, bool]:
