@@ -29,7 +29,7 @@ import mimetypes
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 from warelay.agents.base import Attachment, AttachmentStatus, Turn
 from warelay.channels.base import Channel, MediaDownload, MediaTooLargeError
@@ -62,6 +62,7 @@ _SUFFIXES: Final = {
     "application/pdf": ".pdf",
     "text/plain": ".txt",
 }
+_STATUSES: Final[dict[str, AttachmentStatus]] = {s: s for s in get_args(AttachmentStatus)}
 _PURGE_BATCH: Final = 500
 _PURGE_BATCHES_PER_RUN: Final = 20
 _MAX_BACKOFF: Final = 10.0
@@ -303,7 +304,7 @@ class MediaPreparer:
 
     @staticmethod
     def _attachment(content: MediaContent, record: MediaRecord, data: bytes | None) -> Attachment:
-        status: AttachmentStatus = record.status  # type: ignore[assignment]  # written by this module
+        status = _STATUSES.get(record.status, "failed")  # a status this version does not know: unusable
         reason = (record.error or {}).get("message") if status != "stored" else None
         if status == "stored" and record.text is None and record.text_error:
             reason = record.text_error.get("message")
