@@ -14,6 +14,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -715,6 +716,276 @@ def keys_revoke(
 
 
 # ------------------------------------------------------------------------------------------ send
+
+
+# ------------------------------------------------------------------------------------------- agents
+
+agents_app = typer.Typer(
+    help="Named agents of each tenant (kind, model, prompt, tools, texts).", no_args_is_help=True
+)
+app.add_typer(agents_app, name="agents")
+
+AgentTenantOpt = Annotated[
+    str | None, typer.Option("--tenant", help="Tenant subdomain (default: WARELAY_WHATSAPP__TENANT).")
+]
+
+
+def _parse_sets(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set key=value`` pairs; each value is read as YAML (``false``, ``0.2``, ``[a, b]``, text)."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes key=value, not {pair!r}")
+        try:
+            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            values[key.strip()] = raw
+    return values
+
+
+def _agent_changes(
+    sets: list[str] | None,
+    *,
+    config_file: Path | None = None,
+    **typed: Any,
+) -> dict[str, Any]:
+    import yaml
+
+    changes: dict[str, Any] = {}
+    if config_file is not None:
+        loaded = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{config_file}: an agent configuration is a mapping of keys to values")
+        changes.update(loaded)
+    changes.update({key: value for key, value in typed.items() if value is not None})
+    changes.update(_parse_sets(sets))
+    if isinstance(changes.get("tools"), str):
+        changes["tools"] = [t.strip() for t in changes["tools"].split(",") if t.strip()]
+    if changes.get("system_prompt_file") is not None:
+        prompt = Path(str(changes["system_prompt_file"]))
+        if not prompt.is_file():
+            raise ValueError(f"system prompt file {str(prompt)!r} is not a file")
+        changes["system_prompt_file"] = str(prompt.resolve())
+    return changes
+
+
+def _print_agent(record: Any) -> None:
+    import yaml
+
+    out.print(f"agent {record.name} (tenant {record.tenant}, kind {record.kind})")
+    if record.numbers:
+        out.print(f"numbers: {', '.join(record.numbers)}")
+    shown = record.config.public()
+    out.print(yaml.safe_dump(shown, sort_keys=True, allow_unicode=True).rstrip() if shown else "(defaults)")
+
+
+ModelOpt = Annotated[str | None, typer.Option(help="Model name (llm).")]
+BaseUrlOpt = Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (llm).")]
+ApiKeyOpt = Annotated[str | None, typer.Option(help="The endpoint's API key (stored encrypted).")]
+PromptOpt = Annotated[
+    str | None, typer.Option(help="System prompt ({business_name}, {user_name}, {tenant}).")
+]
+PromptFileOpt = Annotated[Path | None, typer.Option(help="System prompt from a file (read at each start).")]
+ToolsOpt = Annotated[str | None, typer.Option(help="Enabled tools, comma-separated (buttons,list,state,…).")]
+LanguageOpt = Annotated[
+    str | None, typer.Option(help="Reply language: auto (the user's) or a code (es, en, id…).")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Any configuration key: --set key=value (repeat).")
+]
+ConfigFileOpt = Annotated[Path | None, typer.Option(help="A YAML file of configuration keys.", exists=True)]
+NumberOpt = Annotated[
+    list[str] | None, typer.Option("--number", help="Phone number id this agent answers (repeat).")
+]
+
+
+@agents_app.command("add")
+def agents_add(
+    name: Annotated[str, typer.Argument(help="The agent's name, unique in its tenant.")],
+    kind: Annotated[str, typer.Option(help="knowledge, llm, …")],
+    tenant: AgentTenantOpt = None,
+    business_name: Annotated[str | None, typer.Option(help="Who the agent speaks for.")] = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    system_prompt: PromptOpt = None,
+    system_prompt_file: PromptFileOpt = None,
+    temperature: Annotated[float | None, typer.Option()] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Max output tokens.")] = None,
+    history_window: Annotated[int | None, typer.Option(help="Earlier messages the agent sees.")] = None,
+    tools: ToolsOpt = None,
+    reply_language: LanguageOpt = None,
+    acknowledgement: Annotated[str | None, typer.Option(help="Sent at once, before the answer.")] = None,
+    fallback_text: Annotated[str | None, typer.Option(help="Sent when the agent fails for good.")] = None,
+    timeout_seconds: Annotated[float | None, typer.Option("--timeout", help="Seconds per answer.")] = None,
+    config_file: ConfigFileOpt = None,
+    set_: SetOpt = None,
+    number: NumberOpt = None,
+) -> None:
+    """Add an agent (or replace the configuration of an existing one)."""
+    from warelay.agents.catalog import link_numbers, save_agent
+
+    settings = _settings()
+    box = SecretBox(settings.secret_keys)
+    where = tenant or settings.whatsapp.tenant
+
+    async def work(engine: AsyncEngine) -> Any:
+        changes = _agent_changes(
+            set_,
+            config_file=config_file,
+            business_name=business_name,
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            system_prompt=system_prompt,
+            system_prompt_file=system_prompt_file,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            history_window=history_window,
+            tools=tools,
+            reply_language=reply_language,
+            acknowledgement=acknowledgement,
+            fallback_text=fallback_text,
+            timeout_seconds=timeout_seconds,
+        )
+        record = await save_agent(
+            engine, box, tenant=where, name=name, kind=kind, changes=changes, replace=True
+        )
+        if number:
+            await link_numbers(engine, tenant=where, name=name, numbers=number)
+            record = replace(record, numbers=tuple(sorted({*record.numbers, *number})))
+        return record
+
+    with _fail_cleanly():
+        record = _run(_with_engine(settings, work))
+    _print_agent(record)
+
+
+@agents_app.command("update")
+def agents_update(
+    name: Annotated[str, typer.Argument(help="The agent's name.")],
+    tenant: AgentTenantOpt = None,
+    kind: Annotated[str | None, typer.Option(help="Change its kind.")] = None,
+    business_name: Annotated[str | None, typer.Option(help="Who the agent speaks for.")] = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    system_prompt: PromptOpt = None,
+    system_prompt_file: PromptFileOpt = None,
+    temperature: Annotated[float | None, typer.Option()] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Max output tokens.")] = None,
+    history_window: Annotated[int | None, typer.Option(help="Earlier messages the agent sees.")] = None,
+    tools: ToolsOpt = None,
+    reply_language: LanguageOpt = None,
+    acknowledgement: Annotated[str | None, typer.Option(help="Sent at once, before the answer.")] = None,
+    fallback_text: Annotated[str | None, typer.Option(help="Sent when the agent fails for good.")] = None,
+    timeout_seconds: Annotated[float | None, typer.Option("--timeout", help="Seconds per answer.")] = None,
+    config_file: ConfigFileOpt = None,
+    set_: SetOpt = None,
+    unset: Annotated[list[str] | None, typer.Option("--unset", help="Back to the default (repeat).")] = None,
+    number: NumberOpt = None,
+) -> None:
+    """Change some of an agent's settings; the others stay as they are."""
+    from warelay.agents.catalog import link_numbers, save_agent
+
+    settings = _settings()
+    box = SecretBox(settings.secret_keys)
+    where = tenant or settings.whatsapp.tenant
+
+    async def work(engine: AsyncEngine) -> Any:
+        changes = _agent_changes(
+            set_,
+            config_file=config_file,
+            business_name=business_name,
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            system_prompt=system_prompt,
+            system_prompt_file=system_prompt_file,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            history_window=history_window,
+            tools=tools,
+            reply_language=reply_language,
+            acknowledgement=acknowledgement,
+            fallback_text=fallback_text,
+            timeout_seconds=timeout_seconds,
+        )
+        record = await save_agent(
+            engine,
+            box,
+            tenant=where,
+            name=name,
+            kind=kind,
+            changes=changes,
+            unset=tuple(unset or ()),
+            create=False,
+        )
+        if number:
+            await link_numbers(engine, tenant=where, name=name, numbers=number)
+            record = replace(record, numbers=tuple(sorted({*record.numbers, *number})))
+        return record
+
+    with _fail_cleanly():
+        record = _run(_with_engine(settings, work))
+    _print_agent(record)
+
+
+@agents_app.command("list")
+def agents_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's agents.")] = None,
+) -> None:
+    """List agents (secrets are never shown)."""
+    from warelay.agents.catalog import list_agents
+
+    settings = _settings()
+    box = SecretBox(settings.secret_keys)
+    with _fail_cleanly():
+        records = _run(_with_engine(settings, lambda engine: list_agents(engine, box, tenant=tenant)))
+    table = _table("tenant", "name", "kind", "numbers", "model", "tools", "language")
+    for r in records:
+        table.add_row(
+            r.tenant,
+            r.name,
+            r.kind,
+            ", ".join(r.numbers) or "",
+            r.config.model or "",
+            ", ".join(r.config.tools or []),
+            r.config.reply_language or "",
+        )
+    out.print(table)
+
+
+@agents_app.command("show")
+def agents_show(name: Annotated[str, typer.Argument()], tenant: AgentTenantOpt = None) -> None:
+    """Show one agent's configuration (secrets masked)."""
+    from warelay.agents.catalog import get_agent
+
+    settings = _settings()
+    box = SecretBox(settings.secret_keys)
+    where = tenant or settings.whatsapp.tenant
+    with _fail_cleanly():
+        record = _run(_with_engine(settings, lambda engine: get_agent(engine, box, tenant=where, name=name)))
+        if record is None:
+            raise LookupError(f"no agent {name!r} in tenant {where!r}")
+    _print_agent(record)
+
+
+@agents_app.command("remove")
+def agents_remove(name: Annotated[str, typer.Argument()], tenant: AgentTenantOpt = None) -> None:
+    """Remove an agent and its knowledge; its numbers go back to the tenant's default agent."""
+    from warelay.agents.catalog import delete_agent
+
+    settings = _settings()
+    where = tenant or settings.whatsapp.tenant
+    with _fail_cleanly():
+        removed = _run(_with_engine(settings, lambda engine: delete_agent(engine, tenant=where, name=name)))
+        if not removed:
+            raise LookupError(f"no agent {name!r} in tenant {where!r}")
+    out.print(f"agent {name} removed from tenant {where}")
 
 
 @app.command()
