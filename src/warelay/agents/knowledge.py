@@ -36,11 +36,13 @@ from warelay.agents.base import (
     AgentDeps,
     AgentReply,
     AgentSpec,
+    Attachment,
     Passage,
     Retriever,
     Turn,
     register_agent,
 )
+from warelay.agents.config import language_name
 from warelay.domain import (
     ButtonContent,
     ContactsContent,
@@ -148,6 +150,8 @@ class KnowledgeAgentConfig:
     greeting_text: Localized = field(default_factory=lambda: DEFAULT_GREETING)
     thanks_text: Localized = field(default_factory=lambda: DEFAULT_THANKS)
     unsupported_text: Localized = field(default_factory=lambda: DEFAULT_UNSUPPORTED)
+    # The language of every reply ("spanish"), or None to answer in the customer's.
+    reply_language: str | None = None
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> KnowledgeAgentConfig:
@@ -163,6 +167,7 @@ class KnowledgeAgentConfig:
             greeting_text=_localized(config, "greeting_text", DEFAULT_GREETING),
             thanks_text=_localized(config, "thanks_text", DEFAULT_THANKS),
             unsupported_text=_localized(config, "unsupported_text", DEFAULT_UNSUPPORTED),
+            reply_language=(language_name(config.get("reply_language")) or "").lower() or None,
         )
 
 
@@ -176,10 +181,16 @@ def _pick(texts: Localized, language: str) -> str:
 Handling = Literal["text", "unsupported", "silent"]
 
 
-def _text_of(message: InboundMessage) -> str | None:
+def _text_of(message: InboundMessage, attachment: Attachment | None = None) -> str | None:
     content = message.content
     if isinstance(content, TextContent):
         return content.body
+    if isinstance(content, MediaContent):
+        # A voice note is read as its transcript, when one was made. A caption of other media
+        # ("is this in stock?") is about what this agent cannot see: those get the polite reply.
+        if content.media_type == "audio" and attachment is not None and attachment.text:
+            return attachment.text
+        return None
     if isinstance(content, ButtonContent):
         return content.text or content.payload
     if isinstance(content, InteractiveReplyContent):
@@ -204,10 +215,13 @@ _HANDLING: Final[dict[type, Handling]] = {
 }
 
 
-def _handling(message: InboundMessage) -> Handling:
+def _handling(message: InboundMessage, attachment: Attachment | None = None) -> Handling:
     content = message.content
-    if isinstance(content, MediaContent) and content.media_type == "sticker":
-        return "silent"  # a sticker is a reaction in picture form, not a question
+    if isinstance(content, MediaContent):
+        if content.media_type == "sticker":
+            return "silent"  # a sticker is a reaction in picture form, not a question
+        if _text_of(message, attachment):
+            return "text"  # a transcribed voice note
     return _HANDLING.get(type(content), "unsupported")
 
 
@@ -246,6 +260,12 @@ class KnowledgeAgent:
         self.config = config
         self._retriever = retriever
 
+    def _language(self, question: str | None) -> str:
+        """The language to reply in: the agent's fixed one, else the question's, else the default."""
+        if self.config.reply_language:
+            return self.config.reply_language
+        return detect_language(question) if question else DEFAULT_LANGUAGE
+
     async def respond(self, turn: Turn) -> AgentReply:
         """Answer one turn (see the module docstring for what each kind of message gets)."""
         if turn.tenant_id != self.spec.tenant_id:
@@ -253,16 +273,19 @@ class KnowledgeAgent:
             raise AgentError(
                 f"turn of tenant {turn.tenant_id} given to an agent of tenant {self.spec.tenant_id}"
             )
-        handlings = [_handling(m) for m in turn.messages]
+        attachments = [turn.attachments.get(m.provider_message_id) for m in turn.messages]
+        handlings = [_handling(m, a) for m, a in zip(turn.messages, attachments, strict=True)]
         texts = [
-            t for m, h in zip(turn.messages, handlings, strict=True) if h == "text" and (t := _text_of(m))
+            t
+            for m, a, h in zip(turn.messages, attachments, handlings, strict=True)
+            if h == "text" and (t := _text_of(m, a))
         ]
         if not texts:
             if "unsupported" in handlings:
-                return self._say(self.config.unsupported_text, DEFAULT_LANGUAGE, "unsupported")
+                return self._say(self.config.unsupported_text, self._language(None), "unsupported")
             return AgentReply()
         question = "\n".join(texts)
-        language = detect_language(question)
+        language = self._language(question)
         tokens = tokenize(question)
         if _is_bare(tokens, _GREETING_WORDS, _GREETING_CORE):
             return self._say(self.config.greeting_text, language, "greeting")

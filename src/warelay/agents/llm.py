@@ -66,6 +66,7 @@ from warelay.agents.config import language_name
 from warelay.agents.rich import rich_tools
 from warelay.domain import InboundMessage, MediaContent, OutText, ReactionContent, UnsupportedContent
 from warelay.errors import AgentError
+from warelay.knowledge.search import passage_notes
 from warelay.knowledge.text import detect_language
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "LLMAgent", "build_llm_model", "render_prompt", "user_prompt"]
@@ -353,6 +354,11 @@ class LLMAgent:
         )
         if passages:
             instructions = f"{instructions}\n\n{_knowledge_section(business, passages)}"
+        if self._reply_language:
+            instructions = (
+                f"{instructions}\n\nAlways reply in {self._reply_language}, whatever language the "
+                "customer writes in."
+            )
         if prompt.quiet:
             instructions = f"{instructions}\n\n{_QUIET_NOTE}"
         window = turn.history[-self._history_window :] if self._history_window > 0 else ()
@@ -386,7 +392,7 @@ class LLMAgent:
             replies=rich.around(OutText(body=answer) if answer else None),
             state=rich.state_change(),
             notes={
-                "passages": [p.id for p in passages],
+                "passages": passage_notes(passages),
                 "rich": [r.kind for r in rich.replies],
                 "images": len(prompt.images),
                 "model": self.model_name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from warelay.agents.base import (
     AgentDeps,
     AgentReply,
     AgentSpec,
+    Attachment,
     Passage,
     SessionState,
     Turn,
@@ -506,3 +508,36 @@ async def test_clinic_agent_answers_in_scope_and_abstains_out_of_scope(
     assert answered >= 42
     assert wrong <= 8
     assert abstained >= 28
+
+
+# --------------------------------------------------------------------------- media, reply language
+
+
+async def test_a_transcribed_voice_note_is_answered_like_text() -> None:
+    retriever = FakeRetriever([passage(0.9)])
+    voice = message(MediaContent(media_type="audio", media_id="m7", voice=True), "audio")
+    attachment = Attachment(media_type="audio", status="stored", text="When do you open on Saturday?")
+    reply = await make_agent(retriever).respond(
+        dataclasses.replace(turn(voice), attachments={voice.provider_message_id: attachment})
+    )
+    assert body(reply) == "We open at 8."
+    assert retriever.calls[0]["query"] == "When do you open on Saturday?"
+
+
+async def test_an_untranscribed_voice_note_gets_the_polite_reply() -> None:
+    voice = message(MediaContent(media_type="audio", media_id="m8", voice=True), "audio")
+    failed = Attachment(media_type="audio", status="failed", reason="download failed")
+    reply = await make_agent(FakeRetriever([passage(0.9)])).respond(
+        dataclasses.replace(turn(voice), attachments={voice.provider_message_id: failed})
+    )
+    assert body(reply) == DEFAULT_UNSUPPORTED["english"]
+
+
+async def test_a_fixed_reply_language_picks_its_texts_whatever_the_question() -> None:
+    agent = make_agent(FakeRetriever([]), {"reply_language": "es"})
+    reply = await agent.respond(text_turn("Do you sell spaceships?"))
+    assert body(reply) == DEFAULT_UNKNOWN["spanish"]
+    auto = await make_agent(FakeRetriever([]), {"reply_language": "auto"}).respond(
+        text_turn("Do you sell spaceships?")
+    )
+    assert body(auto) == DEFAULT_UNKNOWN["english"]

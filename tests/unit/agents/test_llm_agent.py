@@ -208,7 +208,10 @@ async def test_model_sees_prompt_knowledge_history_window_and_user_text_last() -
         ("user", "When are you open?"),
     ]
     assert reply.replies == (OutText(body="Hello from the model"),)
-    assert reply.notes["passages"] == [11, 12]
+    assert reply.notes["passages"] == [
+        {"id": 11, "document": "opening-hours.md", "title": "Opening hours", "score": 3.2},
+        {"id": 12, "document": "faq.csv", "title": "Do you deliver?", "score": 2.1},
+    ]
     assert reply.notes["model"] == "fn-model"
     assert reply.notes["usage"]["requests"] == 1
     assert reply.notes["usage"]["output_tokens"] > 0
@@ -450,3 +453,14 @@ async def test_one_agent_answers_concurrent_turns() -> None:
     )
     assert len(server.requests) == 20
     assert elapsed < 2.0  # twenty 0.2 s answers overlapped rather than queued
+
+
+async def test_a_fixed_reply_language_is_an_instruction_and_auto_adds_none() -> None:
+    fixed, auto = Recorder(), Recorder()
+    await agent_with(fixed, reply_language="id").respond(make_turn("When are you open?"))
+    await agent_with(auto, reply_language="auto").respond(make_turn("When are you open?"))
+    fixed_instructions = fixed.infos[0].instructions or ""
+    assert fixed_instructions.endswith(
+        "Always reply in Indonesian, whatever language the customer writes in."
+    )
+    assert "Always reply in" not in (auto.infos[0].instructions or "")
