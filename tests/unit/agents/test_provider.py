@@ -67,7 +67,9 @@ async def test_concurrent_turns_build_one_agent_and_config_changes_replace_it(en
     await provider.for_number(number)  # refreshed, same configuration: same instance
     assert len(BUILT) == 1
     async with engine.begin() as conn:
-        await conn.execute(update(AgentRow).where(AgentRow.id == agent_id).values(config={"temperature": 0.5}))
+        await conn.execute(
+            update(AgentRow).where(AgentRow.id == agent_id).values(config={"temperature": 0.5})
+        )
     spec, _ = await provider.for_number(number)
     assert spec.config["temperature"] == 0.5
     assert len(BUILT) == 2
