@@ -291,6 +291,8 @@ def demo(
             "kind": os.environ.get("WARELAY_AGENT__KIND") or None,
             "knowledge_dir": str(demo_knowledge_dir()),
         },
+        # Media the simulator's users send is kept with the demo's other files.
+        media={"directory": os.environ.get("WARELAY_MEDIA__DIRECTORY") or str(DEMO_DIR / "media")},
     )
 
     async def run() -> None:
