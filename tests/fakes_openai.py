@@ -16,7 +16,9 @@ A responder may raise :class:`FakeOpenAIError` to answer with an HTTP error in O
 
 ``POST /v1/audio/transcriptions`` (multipart, as OpenAI's) answers ``{"text": …}`` from its
 ``transcriber`` (which may raise :class:`FakeOpenAIError` too) and records each request's form
-fields and file in ``transcriptions``.
+fields and file in ``transcriptions``. ``POST /v1/embeddings`` answers with the deterministic
+lexical vectors of ``tests.unit.knowledge.fake_embeddings`` and records each request body in
+``embedding_requests``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.unit.knowledge.fake_embeddings import fake_vector
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class OpenAICompatibleServer:
         self.responder: Responder = responder
         self.transcriber = transcriber
         self.transcriptions: list[dict[str, Any]] = []
+        self.embedding_requests: list[dict[str, Any]] = []
         self.delay = delay
         self.model_name = model_name
         self.requests: list[dict[str, Any]] = []
@@ -141,6 +146,7 @@ class OpenAICompatibleServer:
                 Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/v1/audio/transcriptions", self._transcriptions, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             ]
         )
 
@@ -175,6 +181,20 @@ class OpenAICompatibleServer:
                 status_code=exc.status_code,
             )
         return JSONResponse({"text": text})
+
+    async def _embeddings(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        self.embedding_requests.append(body)
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": fake_vector(t)} for i, t in enumerate(texts)]
+        return JSONResponse(
+            {
+                "object": "list",
+                "model": body["model"],
+                "data": data,
+                "usage": {"prompt_tokens": 0, "total_tokens": 0},
+            }
+        )
 
     async def _chat_completions(self, request: Request) -> JSONResponse:
         body: dict[str, Any] = await request.json()
