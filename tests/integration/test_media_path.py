@@ -307,3 +307,23 @@ async def test_media_in_an_s3_bucket(db_url: str, tmp_path: Path, s3_endpoint: s
         async with stored["Body"] as body:
             assert await body.read() == PNG
         assert not (tmp_path / "media").exists()  # nothing was written locally
+
+
+async def test_a_transcript_becomes_the_messages_text_and_later_turns_history(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with (
+        OpenAICompatibleServer(answer) as model,
+        media_stack(db_url, model, tmp_path) as stack,
+    ):
+        user = "15553000002"
+        await stack.simulator.user_sends_media(user, "audio", VOICE, "audio/ogg", filename="voice.ogg")
+        await stack.replies_to(user, 1, timeout=20)
+        await stack.simulator.user_sends(user, "and one more thing")
+        await stack.replies_to(user, 2, timeout=20)
+        (conversation,) = (await stack.api("/api/v1/conversations", user=user))["items"]
+        messages = (await stack.api(f"/api/v1/conversations/{conversation['id']}/messages"))["items"]
+    transcript = f"transcript of voice.ogg ({len(VOICE)} bytes)"
+    assert transcript in messages[0]["text"]
+    history = [m["content"] for m in model.requests[-1]["messages"] if m["role"] == "user"]
+    assert any(transcript in str(h) for h in history[:-1])

@@ -27,11 +27,11 @@ import hashlib
 import logging
 import mimetypes
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, get_args
 
-from warelay.agents.base import Attachment, AttachmentStatus, Turn
+from warelay.agents.base import Attachment, AttachmentStatus, Turn, describe_inbound
 from warelay.channels.base import Channel, MediaDownload, MediaTooLargeError
 from warelay.config import MediaSettings
 from warelay.domain import InboundMessage, MediaContent
@@ -41,7 +41,7 @@ from warelay.media.records import MediaRecord, due_for_purge, load_records, mark
 from warelay.media.store import MediaMissingError, MediaStore, MediaStoreError
 from warelay.media.transcribe import Transcriber, TranscriptionError
 from warelay.numbers import NumberInfo
-from warelay.storage.direct import Database
+from warelay.storage.direct import Database, Tx
 from warelay.storage.models import utcnow
 
 __all__ = ["MediaPreparer", "storage_key"]
@@ -132,6 +132,15 @@ class MediaPreparer:
         )
         attachments = dict(turn.attachments)
         attachments.update((m.provider_message_id, a) for m, a in zip(media, prepared, strict=True))
+        # The message's text (what the API shows and later turns see as history) becomes what was
+        # read from the file: "[voice note, transcribed] …" instead of "[voice note]".
+        read = [
+            (m.provider_message_id, describe_inbound(m, a))
+            for m, a in zip(media, prepared, strict=True)
+            if a.text
+        ]
+        if read:
+            await self.db.write(_describe_messages, turn.number_id, read)
         return dataclasses.replace(turn, attachments=attachments)
 
     __call__ = prepare
@@ -354,3 +363,11 @@ class _Text:
     text: str | None = None
     truncated: bool = False
     error: dict[str, Any] | None = None
+
+
+async def _describe_messages(tx: Tx, number_id: int, texts: Sequence[tuple[str, str]]) -> None:
+    await tx.executemany(
+        "UPDATE messages SET text = $3"
+        " WHERE number_id = $1 AND provider_message_id = $2 AND direction = 'in'",
+        [(number_id, wamid, text) for wamid, text in texts],
+    )
