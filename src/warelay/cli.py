@@ -748,11 +748,29 @@ def _parse_sets(pairs: list[str] | None) -> dict[str, Any]:
     return values
 
 
+# The configuration keys that have options of their own in `agents add` and `agents update`.
+AGENT_OPTIONS = frozenset(
+    {
+        "business_name",
+        "model",
+        "base_url",
+        "api_key",
+        "system_prompt",
+        "system_prompt_file",
+        "temperature",
+        "max_tokens",
+        "history_window",
+        "tools",
+        "reply_language",
+        "acknowledgement",
+        "fallback_text",
+        "timeout_seconds",
+    }
+)
+
+
 def _agent_changes(
-    sets: list[str] | None,
-    *,
-    config_file: Path | None = None,
-    **typed: Any,
+    sets: list[str] | None, *, config_file: Path | None = None, options: dict[str, Any]
 ) -> dict[str, Any]:
     import yaml
 
@@ -762,7 +780,7 @@ def _agent_changes(
         if not isinstance(loaded, dict):
             raise ValueError(f"{config_file}: an agent configuration is a mapping of keys to values")
         changes.update(loaded)
-    changes.update({key: value for key, value in typed.items() if value is not None})
+    changes.update({key: value for key, value in options.items() if value is not None})
     changes.update(_parse_sets(sets))
     if isinstance(changes.get("tools"), str):
         changes["tools"] = [t.strip() for t in changes["tools"].split(",") if t.strip()]
@@ -828,6 +846,7 @@ def agents_add(
     number: NumberOpt = None,
 ) -> None:
     """Add an agent (or replace the configuration of an existing one)."""
+    options = {key: value for key, value in locals().items() if key in AGENT_OPTIONS}
     from warelay.agents.catalog import link_numbers, save_agent
 
     settings = _settings()
@@ -835,24 +854,7 @@ def agents_add(
     where = tenant or settings.whatsapp.tenant
 
     async def work(engine: AsyncEngine) -> Any:
-        changes = _agent_changes(
-            set_,
-            config_file=config_file,
-            business_name=business_name,
-            model=model,
-            base_url=base_url,
-            api_key=api_key,
-            system_prompt=system_prompt,
-            system_prompt_file=system_prompt_file,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            history_window=history_window,
-            tools=tools,
-            reply_language=reply_language,
-            acknowledgement=acknowledgement,
-            fallback_text=fallback_text,
-            timeout_seconds=timeout_seconds,
-        )
+        changes = _agent_changes(set_, config_file=config_file, options=options)
         record = await save_agent(
             engine, box, tenant=where, name=name, kind=kind, changes=changes, replace=True
         )
@@ -891,6 +893,7 @@ def agents_update(
     number: NumberOpt = None,
 ) -> None:
     """Change some of an agent's settings; the others stay as they are."""
+    options = {key: value for key, value in locals().items() if key in AGENT_OPTIONS}
     from warelay.agents.catalog import link_numbers, save_agent
 
     settings = _settings()
@@ -898,24 +901,7 @@ def agents_update(
     where = tenant or settings.whatsapp.tenant
 
     async def work(engine: AsyncEngine) -> Any:
-        changes = _agent_changes(
-            set_,
-            config_file=config_file,
-            business_name=business_name,
-            model=model,
-            base_url=base_url,
-            api_key=api_key,
-            system_prompt=system_prompt,
-            system_prompt_file=system_prompt_file,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            history_window=history_window,
-            tools=tools,
-            reply_language=reply_language,
-            acknowledgement=acknowledgement,
-            fallback_text=fallback_text,
-            timeout_seconds=timeout_seconds,
-        )
+        changes = _agent_changes(set_, config_file=config_file, options=options)
         record = await save_agent(
             engine,
             box,

@@ -15,11 +15,14 @@ async def test_knowledge_is_embedded_at_start_and_questions_when_asked(db_url: s
     knowledge = tmp_path / "knowledge"
     knowledge.mkdir()
     (knowledge / "faq.csv").write_text(FAQ, encoding="utf-8")
-    async with OpenAICompatibleServer() as endpoint, run_stack(
-        db_url,
-        agent={"kind": "knowledge", "knowledge_dir": str(knowledge)},
-        embeddings={"base_url": endpoint.base_url, "model": "fake-embed", "api_key": "emb-key-1"},
-    ) as stack:
+    async with (
+        OpenAICompatibleServer() as endpoint,
+        run_stack(
+            db_url,
+            agent={"kind": "knowledge", "knowledge_dir": str(knowledge)},
+            embeddings={"base_url": endpoint.base_url, "model": "fake-embed", "api_key": "emb-key-1"},
+        ) as stack,
+    ):
         ingest = list(endpoint.embedding_requests)
         assert len(ingest) == 1
         assert ingest[0]["model"] == "fake-embed"

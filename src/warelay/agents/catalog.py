@@ -284,7 +284,7 @@ async def seed_agents_file(
     engine: AsyncEngine, box: SecretBox, path: Path, *, default_tenant: str, embeddings: Any = None
 ) -> int:
     """Create or update the agents a file declares, link their numbers, index their knowledge."""
-    from warelay.knowledge.ingest import KnowledgeFileError, add_document, add_folder
+    from warelay.knowledge.ingest import KnowledgeFileError, add_sources
 
     agents = read_agents_file(path)
     for agent in agents:
@@ -295,34 +295,16 @@ async def seed_agents_file(
         if agent.numbers:
             await link_numbers(engine, tenant=tenant, name=agent.name, numbers=agent.numbers)
         tenant_id = await ensure_tenant(engine, tenant)
-        for source in agent.knowledge:
-            where = (path.parent / source).resolve()
-            try:
-                if where.is_dir():
-                    await add_folder(
-                        engine,
-                        tenant_id=tenant_id,
-                        agent_id=record.id,
-                        folder=where,
-                        embeddings=embeddings,
-                        decrypt=box.decrypt,
-                    )
-                elif where.is_file():
-                    data = where.read_bytes()
-                    await add_document(
-                        engine,
-                        tenant_id=tenant_id,
-                        agent_id=record.id,
-                        name=where.name,
-                        data=data,
-                        embeddings=embeddings,
-                        decrypt=box.decrypt,
-                    )
-                else:
-                    raise ConfigError(
-                        f"agents file {str(path)!r}: knowledge {source!r} is not a file or folder"
-                    )
-            except KnowledgeFileError as exc:
-                raise ConfigError(f"agents file {str(path)!r}: {exc}") from None
+        try:
+            await add_sources(
+                engine,
+                tenant_id=tenant_id,
+                agent_id=record.id,
+                sources=[path.parent / source for source in agent.knowledge],
+                embeddings=embeddings,
+                decrypt=box.decrypt,
+            )
+        except KnowledgeFileError as exc:
+            raise ConfigError(f"agents file {str(path)!r}: knowledge {exc}") from None
     log.info("%d agent(s) configured from %s", len(agents), path)
     return len(agents)

@@ -41,8 +41,7 @@ from warelay.evaluation.results import ConversationResult, StepResult, SuiteResu
 from warelay.evaluation.suite import ConversationSpec, HandoffCheck, StateCheck, Step, Suite, SuiteAgent
 from warelay.knowledge.ingest import (
     KnowledgeFileError,
-    add_document,
-    add_folder,
+    add_sources,
     list_documents,
     remove_document,
 )
@@ -193,26 +192,14 @@ async def _prepare_agent(settings: Settings, agent: SuiteAgent, knowledge: list[
             await remove_document(engine, tenant_id=tenant_id, agent_id=record.id, name=doc.name)
         # Indexed as the application indexes them: embeddings too, when configured.
         try:
-            for path in knowledge:
-                if path.is_dir():
-                    await add_folder(
-                        engine,
-                        tenant_id=tenant_id,
-                        agent_id=record.id,
-                        folder=path,
-                        embeddings=settings.embeddings,
-                        decrypt=box.decrypt,
-                    )
-                else:
-                    await add_document(
-                        engine,
-                        tenant_id=tenant_id,
-                        agent_id=record.id,
-                        name=path.name,
-                        data=await asyncio.to_thread(path.read_bytes),
-                        embeddings=settings.embeddings,
-                        decrypt=box.decrypt,
-                    )
+            await add_sources(
+                engine,
+                tenant_id=tenant_id,
+                agent_id=record.id,
+                sources=knowledge,
+                embeddings=settings.embeddings,
+                decrypt=box.decrypt,
+            )
         except (KnowledgeFileError, OSError) as exc:
             raise EvalSetupError(f"knowledge: {exc}") from None
     finally:

@@ -590,6 +590,49 @@ async def add_folder(
     return documents
 
 
+async def add_sources(
+    engine: AsyncEngine,
+    *,
+    tenant_id: int,
+    agent_id: int,
+    sources: Sequence[Path],
+    embeddings: Any = None,
+    decrypt: Callable[[str], str] | None = None,
+) -> list[DocumentInfo]:
+    """Add knowledge files and folders (a folder's files each named by their path inside it).
+
+    A source that is neither a file nor a folder, or a file that cannot be used, raises
+    :class:`KnowledgeFileError` naming it.
+    """
+    documents: list[DocumentInfo] = []
+    for source in sources:
+        if await asyncio.to_thread(source.is_dir):
+            documents += await add_folder(
+                engine,
+                tenant_id=tenant_id,
+                agent_id=agent_id,
+                folder=source,
+                embeddings=embeddings,
+                decrypt=decrypt,
+            )
+        elif await asyncio.to_thread(source.is_file):
+            data = await asyncio.to_thread(source.read_bytes)
+            documents.append(
+                await add_document(
+                    engine,
+                    tenant_id=tenant_id,
+                    agent_id=agent_id,
+                    name=source.name,
+                    data=data,
+                    embeddings=embeddings,
+                    decrypt=decrypt,
+                )
+            )
+        else:
+            raise KnowledgeFileError(f"{source}: not a file or folder")
+    return documents
+
+
 async def count_passages(engine: AsyncEngine, *, tenant_id: int, agent_id: int) -> int:
     """How many passages a tenant's agent can search."""
     async with engine.connect() as conn:

@@ -94,15 +94,7 @@ class CloudChannel:
                 response_headers = response.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise error_from_client_exception(exc) from exc
-        if status != 200:
-            raise error_from_response(status, content, response_headers)
-        try:
-            data = orjson.loads(content)
-        except ValueError as exc:
-            raise error_from_response(502, content, response_headers) from exc
-        if not isinstance(data, dict):
-            raise error_from_response(502, content, response_headers)
-        return data
+        return _json_object(status, content, response_headers)
 
     async def send(
         self, account: Account, recipient: UserRef, content: OutboundContent, *, reply_to: str | None = None
@@ -168,15 +160,7 @@ class CloudChannel:
                 response_headers = response.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise error_from_client_exception(exc) from exc
-        if status != 200:
-            raise error_from_response(status, content, response_headers)
-        try:
-            data = orjson.loads(content)
-        except ValueError as exc:
-            raise error_from_response(502, content, response_headers) from exc
-        if not isinstance(data, dict):
-            raise error_from_response(502, content, response_headers)
-        return data
+        return _json_object(status, content, response_headers)
 
     async def _stream(self, url: str, headers: dict[str, str], max_bytes: int) -> tuple[bytes, str | None]:
         """Read a download URL into memory, refusing it once it passes ``max_bytes``."""
@@ -241,3 +225,16 @@ def _same_digest(expected: str, digest: bytes) -> bool:
     """Graph's sha256 is hex on ``GET /{media-id}``; webhooks have carried base64 too: accept either."""
     expected = expected.strip()
     return expected.lower() == digest.hex() or expected == b64encode(digest).decode()
+
+
+def _json_object(status: int, content: bytes, headers: Any) -> dict[str, Any]:
+    """A Graph response's JSON object; Graph's error (or a 502 for a body that is not one) otherwise."""
+    if status != 200:
+        raise error_from_response(status, content, headers)
+    try:
+        data = orjson.loads(content)
+    except ValueError as exc:
+        raise error_from_response(502, content, headers) from exc
+    if not isinstance(data, dict):
+        raise error_from_response(502, content, headers)
+    return data
