@@ -29,9 +29,8 @@ def test_trigrams_are_padded_like_pg_trgm() -> None:
     assert similarity("parkng", "park") == pytest.approx(4 / 8)
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # pg_trgm is PostgreSQL's
 async def test_similarity_is_pg_trgms(engine: AsyncEngine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("pg_trgm is a PostgreSQL extension")
     try:
         async with engine.begin() as conn:
             await conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
