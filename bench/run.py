@@ -281,9 +281,20 @@ def _wait_log(proc: Proc, needle: str, timeout: float, count: int = 1) -> None:
 
 @contextlib.contextmanager
 def running_stack(
-    scenario: Scenario, db_url: str, workdir: Path, *, profile: bool, pg_dsn: str | None, pg_pid: int | None
+    scenario: Scenario,
+    db_url: str,
+    workdir: Path,
+    *,
+    profile: bool,
+    pg_dsn: str | None,
+    pg_pid: int | None,
+    wrapper: Path | None = None,
 ) -> Iterator[Stack]:
-    """Start the fake model, load the knowledge, start the simulator and warelay; stop them all after."""
+    """Start the fake model, load the knowledge, start the simulator and warelay; stop them all after.
+
+    ``wrapper``: a bench script that runs the ``warelay`` command line in its own process (like
+    bench/profiled.py; bench/agent_path_serve.py instruments the agents), started instead of ``warelay``.
+    """
     warelay_port, sim_port = free_port(), free_port()
     llm_port = free_port() if scenario.llm_delay is not None else None
     env = warelay_env(scenario, db_url, warelay_port, sim_port, llm_port)
@@ -338,6 +349,8 @@ def running_stack(
             stack.profile_dir = workdir / "profiles"
             env = {**env, "BENCH_PROFILE_DIR": str(stack.profile_dir)}
             serve = _profiled(serve)
+        elif wrapper is not None:
+            serve = [str(PYTHON), str(wrapper), *serve[1:]]
         stack.warelay.append(Proc("warelay serve", serve, env=env, cwd=workdir, log_dir=logs))
         wait_http(f"http://127.0.0.1:{warelay_port}/readyz", timeout=60, proc=stack.warelay[0])
         if scenario.worker_processes:
