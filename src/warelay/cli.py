@@ -800,6 +800,9 @@ def _print_agent(record: Any) -> None:
         out.print(f"numbers: {', '.join(record.numbers)}")
     shown = record.config.public()
     out.print(yaml.safe_dump(shown, sort_keys=True, allow_unicode=True).rstrip() if shown else "(defaults)")
+    if record.new_signing_secret:
+        console.print("signing secret for its events (X-Warelay-Signature); it is shown only now:")
+        out.print(record.new_signing_secret, highlight=False, soft_wrap=True)
 
 
 ModelOpt = Annotated[str | None, typer.Option(help="Model name (llm).")]
@@ -825,7 +828,7 @@ NumberOpt = Annotated[
 @agents_app.command("add")
 def agents_add(
     name: Annotated[str, typer.Argument(help="The agent's name, unique in its tenant.")],
-    kind: Annotated[str, typer.Option(help="knowledge, llm, …")],
+    kind: Annotated[str, typer.Option(help="knowledge, llm, external, …")],
     tenant: AgentTenantOpt = None,
     business_name: Annotated[str | None, typer.Option(help="Who the agent speaks for.")] = None,
     model: ModelOpt = None,
@@ -960,6 +963,22 @@ def agents_show(name: Annotated[str, typer.Argument()], tenant: AgentTenantOpt =
         if record is None:
             raise LookupError(f"no agent {name!r} in tenant {where!r}")
     _print_agent(record)
+
+
+@agents_app.command("rotate-secret")
+def agents_rotate_secret(name: Annotated[str, typer.Argument()], tenant: AgentTenantOpt = None) -> None:
+    """Give an external agent a new signing secret (printed once, alone on the last line)."""
+    from warelay.agents.catalog import rotate_signing_secret
+
+    settings = _settings()
+    box = SecretBox(settings.secret_keys)
+    where = tenant or settings.whatsapp.tenant
+    with _fail_cleanly():
+        secret = _run(
+            _with_engine(settings, lambda engine: rotate_signing_secret(engine, box, tenant=where, name=name))
+        )
+    console.print(f"agent {name}: new signing secret; the old one no longer verifies. It is shown only now:")
+    out.print(secret, highlight=False, soft_wrap=True)
 
 
 @agents_app.command("remove")

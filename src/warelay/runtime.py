@@ -15,14 +15,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 # Importing the agent modules registers their kinds.
+import warelay.agents.external
 import warelay.agents.knowledge
 import warelay.agents.llm  # noqa: F401
 from warelay.agents.base import AgentDeps
 from warelay.agents.catalog import seed_agents_file
+from warelay.agents.config import AgentConfig
 from warelay.agents.provider import AgentProvider
 from warelay.batching import Batcher
 from warelay.channels.base import Channel
@@ -32,6 +34,7 @@ from warelay.crypto import SecretBox
 from warelay.errors import ConfigError
 from warelay.inbox.store import Delivery, DeliveryResult, Inbox, promote_stranded
 from warelay.inbox.worker import LoopLag, SendWorker, Services, TurnWorker
+from warelay.integrations.events import EventPusher, Notifier
 from warelay.knowledge.ingest import add_folder
 from warelay.knowledge.search import DatabaseRetriever
 from warelay.media import MediaPreparer, build_media
@@ -40,6 +43,7 @@ from warelay.observability import Metrics
 from warelay.outbound.ratelimit import Pacer
 from warelay.storage.db import create_engine, read_only, upgrade
 from warelay.storage.direct import Database
+from warelay.storage.models import Agent as AgentRow
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
@@ -107,6 +111,17 @@ class Runtime:
         )
         self.sender = SendWorker(services)
         self.turns = TurnWorker(services, agents=self.agents, sender=self.sender)
+        # Events for external agent platforms that push (warelay.integrations.events).
+        self.events = EventPusher(
+            self.db,
+            agent_config=self._stored_agent,
+            access_token=self._platform_token,
+            base_url=self._platform_url,
+            backoff_base=settings.worker.backoff_base_seconds,
+            backoff_max=settings.worker.backoff_max_seconds,
+        )
+        self.event_polls = Notifier()
+        self.turns.events_stored = self._events_stored
         self.intake: Batcher[Delivery, DeliveryResult] = Batcher(self._store, name="inbox")
         # Called when turns were stored that no worker of this process took: serve's worker processes.
         self.wake_others: Callable[[], None] | None = None
@@ -149,6 +164,7 @@ class Runtime:
         if self.run_workers:
             self._tasks.append(asyncio.create_task(self.turns.run(), name="turn-worker"))
             self._tasks.append(asyncio.create_task(self.sender.run(), name="send-worker"))
+            self._tasks.append(asyncio.create_task(self.events.run(), name="event-pusher"))
             if self.media is not None:
                 self._tasks.append(asyncio.create_task(self._purge_media(self.media), name="media-purge"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
@@ -206,6 +222,24 @@ class Runtime:
                 log.exception("media purge failed")
             await asyncio.sleep(self.settings.media.purge_interval_seconds)
 
+    def _events_stored(self) -> None:
+        self.events.wake()
+        self.event_polls.notify()
+
+    async def _stored_agent(self, agent_id: int) -> tuple[int, AgentConfig] | None:
+        """An agent's stored configuration, secrets decrypted (for event delivery)."""
+        async with self.reader.connect() as conn:
+            stored = (await conn.execute(select(AgentRow.config).where(AgentRow.id == agent_id))).scalar()
+        return None if stored is None else (agent_id, AgentConfig.from_stored(stored, self.box))
+
+    async def _platform_token(self, tenant_id: int) -> str | None:
+        """The tenant's OAuth access token for its external AI platform, when it connected one."""
+        return None
+
+    def _platform_url(self) -> str | None:
+        """Where external agents' events are pushed when an agent names no webhook_url."""
+        return None
+
     async def ready(self) -> bool:
         """Whether the database answers."""
         try:
@@ -225,6 +259,7 @@ class Runtime:
             # Replies of the turns that just finished go out now rather than waiting for the next start.
             await self.sender.idle(max(1.0, grace - (time.monotonic() - started)))
         await self.sender.stop(grace)
+        await self.events.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -138,11 +138,28 @@ class StateChange:
 
 @dataclass(frozen=True, slots=True)
 class AgentReply:
-    """The agent's answer to a turn: zero or more replies, an optional state change, notes for operators."""
+    """The agent's answer to a turn: zero or more replies, an optional state change, notes for
+    operators, and events for an external agent platform (stored with the turn, then delivered)."""
 
     replies: tuple[OutboundContent, ...] = ()
     state: StateChange | None = None
     notes: Mapping[str, Any] = field(default_factory=dict)
+    events: tuple[AgentEventDraft, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEventDraft:
+    """An event for the external platform of agent ``agent_id`` (see warelay.integrations.events).
+
+    ``provider_message_id`` names the inbound message it is about; ``payload`` is the JSON body the
+    platform receives (its ``id`` is the delivery id, unique per event).
+    """
+
+    agent_id: int
+    event: str
+    delivery: str  # push | poll
+    provider_message_id: str | None
+    payload: Mapping[str, Any]
 
 
 class Agent(Protocol):

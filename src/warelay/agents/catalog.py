@@ -24,8 +24,10 @@ others are left alone. Its shape::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,10 +39,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import warelay.agents.external
 import warelay.agents.knowledge
 import warelay.agents.llm  # noqa: F401  # the built-in kinds register themselves on import
 from warelay.agents.base import agent_kinds
 from warelay.agents.config import AgentConfig, AgentConfigError
+from warelay.agents.external import EXTERNAL
 from warelay.crypto import SecretBox
 from warelay.errors import ConfigError
 from warelay.numbers import ensure_tenant
@@ -73,6 +77,13 @@ class AgentRecord:
     numbers: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
+    # Set when this call made the agent a new signing secret (external agents): shown once.
+    new_signing_secret: str | None = None
+
+
+def new_signing_secret() -> str:
+    """A secret for signing an external agent's events (X-Warelay-Signature)."""
+    return f"whsec_{secrets.token_urlsafe(32)}"
 
 
 def _check_kind(kind: str) -> None:
@@ -127,6 +138,7 @@ async def save_agent(
             if kind is None:
                 raise AgentConfigError("a new agent needs a kind")
             config = AgentConfig.parse(changes or {}).merged({}, tuple(unset))
+            config, generated = _with_signing_secret(kind, config)
             await conn.execute(
                 insert(Agent).values(
                     tenant_id=tenant_id,
@@ -140,6 +152,12 @@ async def save_agent(
         else:
             current = AgentConfig() if replace else AgentConfig.from_stored(row.config or {}, box)
             config = current.merged(changes or {}, tuple(unset))
+            if replace and config.signing_secret is None and not current.signing_secret:
+                # Replacing the configuration keeps the secret the platform already verifies with.
+                kept = AgentConfig.from_stored(row.config or {}, box).signing_secret
+                if kept is not None:
+                    config = config.merged({"signing_secret": kept.get_secret_value()})
+            config, generated = _with_signing_secret(kind or row.kind, config)
             await conn.execute(
                 update(Agent)
                 .where(Agent.id == row.id)
@@ -147,7 +165,22 @@ async def save_agent(
             )
     found = await get_agent(engine, box, tenant=tenant, name=name)
     assert found is not None  # written above
-    return found
+    return dataclasses.replace(found, new_signing_secret=generated)
+
+
+def _with_signing_secret(kind: str, config: AgentConfig) -> tuple[AgentConfig, str | None]:
+    """An external agent gets a signing secret when it has none (returned, to be shown once)."""
+    if kind != EXTERNAL or config.signing_secret is not None:
+        return config, None
+    secret = new_signing_secret()
+    return config.merged({"signing_secret": secret}), secret
+
+
+async def rotate_signing_secret(engine: AsyncEngine, box: SecretBox, *, tenant: str, name: str) -> str:
+    """Give an agent a new signing secret (the old one stops working at once); returns it, once."""
+    secret = new_signing_secret()
+    await save_agent(engine, box, tenant=tenant, name=name, changes={"signing_secret": secret}, create=False)
+    return secret
 
 
 async def list_agents(engine: AsyncEngine, box: SecretBox, *, tenant: str | None = None) -> list[AgentRecord]:

@@ -38,6 +38,8 @@ LANGUAGES: Final[Mapping[str, str]] = {
     "hi": "Hindi",
 }
 
+MASK: Final = "********"  # how a secret that is set shows in listings
+
 ShortText = Annotated[str, Field(min_length=1, max_length=4096)]
 # A reply text: one for every language, or one per language (``{"english": …, "spanish": …}``).
 ReplyText = ShortText | dict[Annotated[str, Field(pattern=r"^[a-z]{2,20}$")], ShortText]
@@ -96,6 +98,14 @@ class AgentConfig(BaseModel):
     abort_on_newer: bool | None = None
     burst_window_ms: int | None = Field(default=None, ge=0, le=60_000)
     burst_max_ms: int | None = Field(default=None, ge=0, le=120_000)
+    # external: how the platform gets this agent's events — pushed to its webhook (the full
+    # webhook_url, or webhook_path under AI_AGENT_BASE_URL), or polled with a cursor — signed with
+    # signing_secret (generated when the agent is created, rotatable; encrypted at rest).
+    delivery: Literal["push", "poll"] | None = None
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://", max_length=1000)
+    webhook_path: str | None = Field(default=None, pattern=r"^/", max_length=300)
+    signing_secret: SecretStr | None = None
+    max_delivery_attempts: int | None = Field(default=None, ge=1, le=100)
 
     @field_validator("reply_language")
     @classmethod
@@ -128,6 +138,8 @@ class AgentConfig(BaseModel):
         values = self.model_dump(exclude_none=True)
         if self.api_key is not None:
             values["api_key"] = self.api_key.get_secret_value()
+        if self.signing_secret is not None:
+            values["signing_secret"] = self.signing_secret.get_secret_value()
         if isinstance(self.embeddings, EmbeddingsConfig) and self.embeddings.api_key is not None:
             values["embeddings"]["api_key"] = self.embeddings.api_key.get_secret_value()
         values.update(changes)
@@ -137,9 +149,13 @@ class AgentConfig(BaseModel):
 
     def stored(self, box: SecretBox) -> dict[str, Any]:
         """The JSON kept in the database: keys set, secrets encrypted."""
-        values = self.model_dump(mode="json", exclude_none=True, exclude={"api_key", "embeddings"})
+        values = self.model_dump(
+            mode="json", exclude_none=True, exclude={"api_key", "embeddings", "signing_secret"}
+        )
         if self.api_key is not None:
             values["api_key_enc"] = box.encrypt(self.api_key.get_secret_value())
+        if self.signing_secret is not None:
+            values["signing_secret_enc"] = box.encrypt(self.signing_secret.get_secret_value())
         if self.embeddings is False:
             values["embeddings"] = False
         elif self.embeddings is not None:
@@ -159,9 +175,10 @@ class AgentConfig(BaseModel):
             return box.decrypt(str(token))
 
         values = dict(stored)
-        token = values.pop("api_key_enc", None)
-        if token is not None:
-            values["api_key"] = decrypt(token)
+        for secret in ("api_key", "signing_secret"):
+            token = values.pop(f"{secret}_enc", None)
+            if token is not None:
+                values[secret] = decrypt(token)
         embeddings = values.get("embeddings")
         if isinstance(embeddings, dict) and "api_key_enc" in embeddings:
             embeddings = dict(embeddings)
@@ -180,11 +197,13 @@ class AgentConfig(BaseModel):
 
     def public(self) -> dict[str, Any]:
         """For listings: everything but secrets, which show as set or not."""
-        values = self.model_dump(mode="json", exclude_none=True, exclude={"api_key"})
+        values = self.model_dump(mode="json", exclude_none=True, exclude={"api_key", "signing_secret"})
         if self.api_key is not None:
-            values["api_key"] = "********"
+            values["api_key"] = MASK
+        if self.signing_secret is not None:
+            values["signing_secret"] = MASK
         if isinstance(self.embeddings, EmbeddingsConfig) and self.embeddings.api_key is not None:
-            values["embeddings"]["api_key"] = "********"
+            values["embeddings"]["api_key"] = MASK
         return values
 
 

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from warelay.agents.base import Agent, AgentReply, StateChange, Turn
+from warelay.agents.base import Agent, AgentEventDraft, AgentReply, StateChange, Turn
+from warelay.agents.external import EXTERNAL
 from warelay.agents.provider import AgentProvider
 from warelay.batching import Batcher
 from warelay.channels.base import Channel
@@ -64,6 +65,7 @@ from warelay.inbox.store import (
     finish_items,
     lock_conversations,
 )
+from warelay.integrations.events import insert_events
 from warelay.numbers import NumberInfo, NumberRegistry
 from warelay.observability import Metrics
 from warelay.outbound.degrade import as_text
@@ -421,6 +423,8 @@ class _TurnDone:
     followers: tuple[int, ...] = ()  # work items of the messages the turn took besides its own
     check_newer: bool = False  # discard the answer if a newer message is queued (abort on newer)
     notes: Mapping[str, Any] | None = None
+    # Events for an external agent platform: (draft, tenant id, conversation id, number id).
+    events: tuple[tuple[AgentEventDraft, int, str, int], ...] = ()
 
 
 DONE, LOST, STALE = "done", "lost", "stale"
@@ -437,6 +441,8 @@ class TurnWorker(_Loop):
         self.agents = agents
         self.sender = sender
         self.clock: Clock = SystemClock()
+        # Called after turns stored events for external agent platforms (wakes their delivery).
+        self.events_stored: Callable[[], None] | None = None
         self._completer: Batcher[_TurnDone, str] = Batcher(self._complete, name="turn-complete")
         # Conversations whose turn is generating here with abort-on-newer, and the event that a
         # newer message for it was stored by this process (see arrived).
@@ -482,7 +488,8 @@ class TurnWorker(_Loop):
             fallback = str(spec.config.get("fallback_text") or fallback)
             bursts = Bursts.of(spec.config)
             if item.attempts == 1:
-                self._show_activity(number, wamid)
+                # An external platform answers later, through the API: no typing indicator meanwhile.
+                self._show_activity(number, wamid, typing=spec.kind != EXTERNAL)
                 await self._acknowledge(item, data, spec.config.get("acknowledgement"))
             if bursts.window > 0:
                 await self._quiet(item, number, bursts)
@@ -626,6 +633,7 @@ class TurnWorker(_Loop):
             followers=tuple(f.item_id for f in followers),
             check_newer=check_newer,
             notes=notes,
+            events=tuple((e, number.tenant_id, item.conversation_id, number.id) for e in reply.events),
         )
 
     async def _acknowledge(self, item: Claimed, data: TurnData, text: object) -> None:
@@ -642,10 +650,11 @@ class TurnWorker(_Loop):
         queued = await self.db.write(enqueue, [draft], utcnow(), self.sender.offer())
         self.sender.hand_over(queued.leased, left=queued.left)
 
-    def _show_activity(self, number: NumberInfo, wamid: str) -> None:
+    def _show_activity(self, number: NumberInfo, wamid: str, *, typing: bool = True) -> None:
         out = self.settings.outbound
         if not out.mark_read:
             return
+        typing = typing and out.typing_indicator
         channel = self.channels.get(number.channel)
         if channel is None:
             return
@@ -653,7 +662,7 @@ class TurnWorker(_Loop):
         async def mark() -> None:
             try:
                 await self.pacer.acquire(number.id, number.throughput_mps)
-                await channel.mark_read(number, wamid, typing=out.typing_indicator)
+                await channel.mark_read(number, wamid, typing=typing)
             except DeliveryError as exc:  # a missed read receipt never fails a turn
                 send_log.info("mark-read failed (%s)", exc, extra={"wamid": wamid})
 
@@ -709,6 +718,8 @@ class TurnWorker(_Loop):
         )
         self.hand_over(finished.leased, left=finished.pending)
         self.sender.hand_over(queued.leased, left=queued.left)
+        if self.events_stored is not None and any(d.events for d in done):
+            self.events_stored()
         return [STALE if d.item.id in stale else DONE if d.item.id in finished.ours else LOST for d in done]
 
 
@@ -747,6 +758,7 @@ async def _complete_turns(
     if changes:
         await apply_state_changes(tx, changes, now)
     await record_turn_notes(tx, [(d.item.message_id, d.notes) for d in ours if d.notes])
+    await insert_events(tx, [e for d in ours for e in d.events], now)
     return finished, queued, stale
 
 

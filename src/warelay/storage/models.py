@@ -235,6 +235,39 @@ class WorkItem(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class AgentEvent(Base):
+    """An event for an external agent platform (``message.received``, ``message.status``).
+
+    Stored in the transaction that produced it; delivered in id order per conversation (pushed to
+    the platform's webhook, or read with a cursor from the poll endpoint), never twice: a pushed
+    event is ``delivered`` once the platform answered 2xx, ``dead`` after its last attempt.
+    """
+
+    __tablename__ = "agent_events"
+    __table_args__ = (
+        Index("ix_agent_events_lane", "conversation_id", "state", "id"),
+        Index("ix_agent_events_due", "state", "available_at"),
+        Index("ix_agent_events_tenant", "tenant_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    event: Mapped[str] = mapped_column(String(40))
+    delivery: Mapped[str] = mapped_column(String(8))  # push | poll
+    delivery_id: Mapped[str] = mapped_column(String(64), unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    state: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class StatusEvent(Base):
     """A delivery receipt, stored once per (number, provider message id, status)."""
 

@@ -1,0 +1,1 @@
+"""Integrations with platforms outside warelay: external AI agent platforms (OAuth connection, events)."""
