@@ -113,8 +113,8 @@ async def _load_history(
 async def apply_state_changes(
     tx: Tx, changes: Sequence[tuple[str, SessionState, StateChange]], now: datetime
 ) -> None:
-    """Commit agents' state changes; the previous intent/step are kept when they change, and a
-    hand-off request is recorded with its time."""
+    """Commit agents' state changes; the previous intent/step are kept when they change, a
+    hand-off request is recorded with its time, and the conversation's version goes up by one."""
     for conversation_id, before, change in changes:
         values: dict[str, Any] = {}
         if change.intent is not None and change.intent != before.intent:
@@ -131,10 +131,12 @@ async def apply_state_changes(
             values["handoff_reason"] = change.handoff
             values["handoff_at"] = now
         if values:
-            # Column names come from the fixed set above; every value is a bound parameter.
+            # Column names come from the fixed set above; every value is a bound parameter. Each
+            # change counts in the conversation's version (the sync API's optimistic concurrency).
             assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(values, start=3))
             await tx.execute(
-                f"UPDATE conversations SET updated_at = $2, {assignments} WHERE id = $1",  # noqa: S608
+                f"UPDATE conversations SET updated_at = $2, version = version + 1, {assignments}"  # noqa: S608
+                " WHERE id = $1",
                 conversation_id,
                 now,
                 *values.values(),
