@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean lock
+.PHONY: install seed-clients demo test lint typecheck unit bench clean lock
 
 install: $(STAMP)
 
@@ -14,6 +14,16 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# The seeds' Node.js clients the tests run against warelay (axios, tsx), installed from their lock file.
+NODE_CLIENTS := tests/seed_clients
+NODE_STAMP := $(NODE_CLIENTS)/node_modules/.installed
+
+seed-clients: $(NODE_STAMP)
+
+$(NODE_STAMP): $(NODE_CLIENTS)/package.json $(NODE_CLIENTS)/package-lock.json
+	cd $(NODE_CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 demo: install
 	$(BIN)/warelay demo
@@ -27,7 +37,7 @@ typecheck: install
 
 # The suite runs against SQLite and PostgreSQL: scripts/with-postgres.sh uses TEST_DATABASE_URL when set,
 # otherwise installs PostgreSQL (Debian packages) if missing and starts a throwaway cluster on loopback.
-unit: install
+unit: install seed-clients
 	WARELAY_REQUIRE_POSTGRES=1 scripts/with-postgres.sh $(BIN)/pytest
 
 test: lint typecheck unit
@@ -40,4 +50,4 @@ lock:
 	$(BIN)/python -m pip freeze --all --exclude-editable --disable-pip-version-check | grep -v -E "^(warelay|pip)==" > requirements.lock
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(NODE_CLIENTS)/node_modules
