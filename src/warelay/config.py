@@ -207,6 +207,82 @@ class MediaSettings(_Section):
         return limit
 
 
+_SCOPE_CHARS = r"[\x21\x23-\x5b\x5d-\x7e]+"
+_SCOPE_PATTERN = rf"^{_SCOPE_CHARS}( {_SCOPE_CHARS})*$"
+_SEED_AI_ENV = {"AI_BASE_URL": "base_url", "AI_AGENT_BASE_URL": "agent_base_url", "AI_CLIENT_ID": "client_id"}
+
+
+class AISettings(_Section):
+    """An external AI agent platform that tenants connect over OAuth 2.0 + PKCE (seed 000).
+
+    ``base_url`` serves the authorization page (``/integration-request``) and the token endpoint
+    (``/integration-token``); ``agent_base_url`` is where events are pushed to the platform's agent.
+    Seed 000's unprefixed ``AI_BASE_URL``, ``AI_AGENT_BASE_URL`` and ``AI_CLIENT_ID`` are read too
+    (``WARELAY_AI__*`` wins). warelay is a public client (PKCE, no secret) unless ``client_secret``
+    is set.
+    """
+
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^?#]+$")
+    agent_base_url: str | None = Field(default=None, pattern=r"^https?://[^?#]+$")
+    client_id: str | None = Field(default=None, min_length=1, max_length=500)
+    client_secret: SecretStr | None = None
+    # How warelay authenticates at the token endpoint: "none" (public client, client_id in the body)
+    # by default, "client_secret_post" when a secret is set; "client_secret_basic" if asked.
+    token_endpoint_auth_method: Literal["none", "client_secret_post", "client_secret_basic"] | None = None
+    # Full URLs overriding {base_url}/integration-request and {base_url}/integration-token.
+    authorize_url: str | None = Field(default=None, pattern=r"^https?://[^#]+$")
+    token_url: str | None = Field(default=None, pattern=r"^https?://[^?#]+$")
+    # RFC 7009 token revocation, called when a tenant disconnects; unset: the token is only deleted.
+    revocation_url: str | None = Field(default=None, pattern=r"^https?://[^?#]+$")
+    # Space-separated scope tokens (RFC 6749 3.3).
+    scope: str = Field(default="messaging", pattern=_SCOPE_PATTERN)
+    timeout_seconds: float = Field(default=10, gt=0, le=120)
+
+    @field_validator("base_url", "agent_base_url", "token_url", "revocation_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return None if value is None else value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_client_auth(self) -> AISettings:
+        method = self.token_endpoint_auth_method
+        if method in ("client_secret_post", "client_secret_basic") and self.client_secret is None:
+            raise ValueError(f"token_endpoint_auth_method {method} needs WARELAY_AI__CLIENT_SECRET")
+        if method == "none" and self.client_secret is not None:
+            raise ValueError("token_endpoint_auth_method none sends no secret: unset the client secret")
+        return self
+
+    @property
+    def client_auth_method(self) -> str:
+        """The token endpoint's client authentication method in effect."""
+        if self.token_endpoint_auth_method is not None:
+            return self.token_endpoint_auth_method
+        return "none" if self.client_secret is None else "client_secret_post"
+
+    @property
+    def authorization_endpoint(self) -> str | None:
+        """Where the browser is sent to authorize: ``{base_url}/integration-request`` unless overridden."""
+        if self.authorize_url:
+            return self.authorize_url
+        return f"{self.base_url}/integration-request" if self.base_url else None
+
+    @property
+    def token_endpoint(self) -> str | None:
+        """Where codes and refresh tokens go: ``{base_url}/integration-token`` unless overridden."""
+        if self.token_url:
+            return self.token_url
+        return f"{self.base_url}/integration-token" if self.base_url else None
+
+    def missing(self) -> list[str]:
+        """The settings an OAuth connection still needs (empty when tenants can connect)."""
+        missing = []
+        if self.authorization_endpoint is None or self.token_endpoint is None:
+            missing.append("AI_BASE_URL (or WARELAY_AI__BASE_URL)")
+        if not self.client_id:
+            missing.append("AI_CLIENT_ID (or WARELAY_AI__CLIENT_ID)")
+        return missing
+
+
 class Settings(BaseSettings):
     """All of warelay's settings."""
 
@@ -239,6 +315,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     outbound: OutboundSettings = OutboundSettings()
     media: MediaSettings = MediaSettings()
+    ai: AISettings = AISettings()
 
     @classmethod
     def settings_customise_sources(
@@ -266,6 +343,17 @@ class Settings(BaseSettings):
             llm = data.get("llm") or {}
             if isinstance(llm, dict) and not llm.get("api_key"):
                 data = {**data, "llm": {**llm, "api_key": os.environ["OPENAI_API_KEY"]}}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_ai_env(cls, data: Any) -> Any:
+        # Seed 000's AI_BASE_URL / AI_AGENT_BASE_URL (and AI_CLIENT_ID) under WARELAY_AI__* ones.
+        seed = {field: os.environ[name] for name, field in _SEED_AI_ENV.items() if os.environ.get(name)}
+        if seed and isinstance(data, dict):
+            ai = data.get("ai") or {}
+            if isinstance(ai, dict):
+                data = {**data, "ai": {**seed, **ai}}
         return data
 
     @field_validator("secret_key")

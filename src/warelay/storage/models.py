@@ -383,3 +383,47 @@ class MediaFile(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OAuthState(Base):
+    """An OAuth 2.0 + PKCE authorization a tenant's admin started (seed 000): single use, 10 minutes.
+
+    Only the SHA-256 of the state is kept (the state itself travels through the browser); the PKCE
+    verifier is encrypted and leaves warelay only in the token request. ``redirect_uri`` is the one
+    sent to the platform, because the token request must repeat it exactly.
+    """
+
+    __tablename__ = "oauth_states"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    code_verifier_enc: Mapped[str] = mapped_column(Text)
+    redirect_uri: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AIAgentToken(Base):
+    """A tenant's token for the external AI platform (seed 000's ``ai_agent_token``), encrypted at rest.
+
+    One row per connected tenant. A refresh is leased (``refresh_owner`` until ``refresh_lease_until``)
+    so that one process at a time refreshes a tenant's token; ``last_error`` says why the platform
+    refused a refresh (the refresh token is then dropped and the tenant must connect again).
+    """
+
+    __tablename__ = "ai_agent_tokens"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    access_token_enc: Mapped[str] = mapped_column(Text)
+    refresh_token_enc: Mapped[str | None] = mapped_column(Text)
+    token_type: Mapped[str] = mapped_column(String(40))
+    scope: Mapped[str | None] = mapped_column(Text)
+    # When the current access token was issued, and when it expires (NULL: the platform did not say).
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    connected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refresh_owner: Mapped[str | None] = mapped_column(String(64))
+    refresh_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
