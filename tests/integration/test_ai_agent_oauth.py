@@ -394,6 +394,12 @@ async def test_only_admins_of_the_tenant_reach_the_admin_routes(stack: Stack) ->
         assert (await http.request(method, url, headers=ADMIN)).status_code == 422
         assert (await http.request(method, url, params={"tenant": ""}, headers=ADMIN)).status_code == 422
 
+    # The four routes are in the OpenAPI schema, the callback with its query parameters.
+    paths = (await http.get(f"{stack.url}/openapi.json")).json()["paths"]
+    assert {STATUS, CONNECT, DISCONNECT, CALLBACK_PATH} <= set(paths)
+    callback_params = {p["name"] for p in paths[CALLBACK_PATH]["get"]["parameters"]}
+    assert callback_params == {"code", "state", "error", "error_description"}
+
     # A tenant's admin key acts on its own tenant, named or not, with x-api-key (seed 000) or Bearer.
     for headers in ({"x-api-key": own_admin}, {"Authorization": f"Bearer {own_admin}"}):
         for tenant in ("default", None):

@@ -188,18 +188,25 @@ async def ai_agent_connect(
     summary="The platform's redirect back (code and state): exchanges the code, stores the token",
     responses={400: {"description": "unknown, reused or expired state; refused authorization or code"}},
 )
-async def ai_agent_complete(request: Request, runtime: RuntimeDep) -> Response:
+async def ai_agent_complete(
+    request: Request,
+    runtime: RuntimeDep,
+    code: Annotated[str | None, Query(description="the authorization code")] = None,
+    state: Annotated[str | None, Query(description="the state sent with the authorization request")] = None,
+    error: Annotated[str | None, Query(description="set instead of code when not authorized")] = None,
+    error_description: Annotated[str | None, Query(description="the platform's explanation")] = None,
+) -> Response:
     """Finish the flow; no key needed (the single-use state is the credential)."""
-    params = request.query_params
+    # Lengths are checked by complete_authorization, which answers a page rather than a 422.
     try:
         done = await complete_authorization(
             runtime.engine,
             runtime.box,
             runtime.settings,
-            state=params.get("state"),
-            code=params.get("code"),
-            error=params.get("error"),
-            error_description=params.get("error_description"),
+            state=state,
+            code=code,
+            error=error,
+            error_description=error_description,
         )
     except AuthorizationError as exc:
         if _wants_json(request):
