@@ -27,6 +27,7 @@ from warelay.crypto import SecretBox, new_api_key
 from warelay.errors import TransientDeliveryError
 from warelay.integrations.ai_platform import (
     CALLBACK_PATH,
+    AuthorizationError,
     NotConfiguredError,
     code_challenge,
     complete_authorization,
@@ -629,3 +630,20 @@ async def test_nothing_starts_without_the_platform_settings(
         await start_authorization(engine, box, settings, tenant_id=tenant_id)
     async with engine.connect() as conn:
         assert (await conn.execute(select(OAuthState.id))).first() is None
+
+
+async def test_a_callback_after_the_platform_settings_were_removed_is_refused(
+    engine: AsyncEngine, db_url: str, box: SecretBox, platform: FakeAIPlatform
+) -> None:
+    settings = flow_settings(db_url, platform)
+    tenant_id = await ensure_tenant(engine, "acme")
+    started = await start_authorization(engine, box, settings, tenant_id=tenant_id)
+    async with httpx.AsyncClient() as browser:
+        back = query_of(await consent(browser, started.url))
+    unconfigured = Settings(database_url=db_url, secret_key=SECRET_KEY, public_url=settings.public_url)
+    with pytest.raises(AuthorizationError) as refused:
+        await complete_authorization(engine, box, unconfigured, state=back["state"], code=back["code"])
+    assert refused.value.status_code == 503
+    assert refused.value.error == "not_configured"
+    assert platform.token_requests() == []
+    assert await token_row(engine, tenant_id) is None

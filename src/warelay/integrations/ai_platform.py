@@ -358,8 +358,12 @@ async def complete_authorization(
 async def _exchange_code(
     settings: Settings, *, code: str, verifier: str, redirect_uri: str, tenant: str
 ) -> _Token:
-    _, token_url = _require_configured(settings.ai)
     ai = settings.ai
+    token_url = ai.token_endpoint
+    if ai.missing() or token_url is None:  # the settings changed since the flow started
+        raise AuthorizationError(
+            503, "not_configured", "The AI platform is not configured on this server any more.", tenant=tenant
+        )
     # Seed 000's token request carries client_id in the body; with HTTP Basic authentication
     # Authlib puts it in the header only, so it is repeated in the body.
     extra = {"client_id": ai.client_id} if ai.client_auth_method == "client_secret_basic" else {}
