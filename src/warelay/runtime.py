@@ -34,6 +34,7 @@ from warelay.crypto import SecretBox
 from warelay.errors import ConfigError
 from warelay.inbox.store import Delivery, DeliveryResult, Inbox, promote_stranded
 from warelay.inbox.worker import LoopLag, SendWorker, Services, TurnWorker
+from warelay.integrations.ai_platform import current_access_token
 from warelay.integrations.events import EventPusher, Notifier
 from warelay.knowledge.ingest import add_folder
 from warelay.knowledge.search import DatabaseRetriever
@@ -234,11 +235,11 @@ class Runtime:
 
     async def _platform_token(self, tenant_id: int) -> str | None:
         """The tenant's OAuth access token for its external AI platform, when it connected one."""
-        return None
+        return await current_access_token(self.engine, self.box, self.settings, tenant_id)
 
     def _platform_url(self) -> str | None:
         """Where external agents' events are pushed when an agent names no webhook_url."""
-        return None
+        return self.settings.ai.agent_base_url
 
     async def ready(self) -> bool:
         """Whether the database answers."""

@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from tests.fake_agent_platform import FakeAgentPlatform
+from tests.fake_ai_platform import running_platform
 from tests.integration.stack import PHONE_NUMBER_ID, Stack, run_stack
+from tests.integration.test_ai_agent_oauth import CALLBACK_PATH, ai_config, connect
 from tests.integration.test_workers import worker_process
 from warelay.crypto import new_api_key
 from warelay.storage.models import ApiKey, Tenant, utcnow
@@ -181,3 +184,28 @@ async def test_a_worker_killed_while_pushes_fail_delivers_each_event_once_after_
             assert [d.payload["message"]["text"] for d in accepted] == ["one", "two"]
             assert len({d.headers["x-warelay-delivery"] for d in accepted}) == 2
             assert len(platform.accepted()) == 2
+
+
+async def test_pushes_carry_the_tenants_oauth_token_to_the_agent_base_url(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tenant connected its AI platform over OAuth (seed 000); events go to AI_AGENT_BASE_URL +
+    # /webhooks/warelay with the tenant's access token.
+    monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # Authlib's server refuses plain HTTP otherwise
+    path = agents_file(tmp_path)
+    with running_platform() as oauth:
+        async with FakeAgentPlatform() as platform:
+            ai = ai_config(oauth, agent_base_url=platform.url)
+            async with run_stack(db_url, agents_file=path, ai=ai) as stack:
+                oauth.allow_redirect(stack.url + CALLBACK_PATH)
+                async with stack.runtime.engine.connect() as conn:
+                    tenant_id = (
+                        await conn.execute(sa.select(Tenant.id).where(Tenant.subdomain == "default"))
+                    ).scalar_one()
+                token = await connect(stack.runtime.engine, stack.runtime.box, stack.settings, tenant_id)
+                await stack.simulator.user_sends("15551300005", "hello platform")
+                await wait_until(lambda: len(platform.accepted()) == 1)
+            (delivery,) = platform.accepted()
+            assert delivery.path == "/webhooks/warelay"
+            assert delivery.headers["authorization"] == f"Bearer {token}"
+            assert delivery.signature_valid(SECRET)

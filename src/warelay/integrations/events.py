@@ -41,6 +41,7 @@ import orjson
 from warelay.agents.base import AgentEventDraft
 from warelay.agents.config import AgentConfig
 from warelay.crypto import SecretBox
+from warelay.errors import DeliveryError
 from warelay.outbound.retry import backoff_delay
 from warelay.storage.direct import Database, Tx
 from warelay.storage.models import utcnow
@@ -328,13 +329,15 @@ class EventPusher:
         }
         if target.secret:
             headers["X-Warelay-Signature"] = sign(target.secret, body, int(time.time()))
-        token = await self._access_token(due.tenant_id)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
         error: dict[str, Any]
         try:
+            # The tenant's OAuth token, refreshed when due; a platform that cannot refresh it now
+            # fails this attempt, to be retried like a failed push.
+            token = await self._access_token(due.tenant_id)
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
             response = await self._client.post(target.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, DeliveryError) as exc:
             error = {"type": type(exc).__name__, "message": str(exc)[:500]}
         else:
             if 200 <= response.status_code < 300:

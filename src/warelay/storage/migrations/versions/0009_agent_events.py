@@ -52,7 +52,10 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["message_id"], ["messages.id"], name=op.f("fk_agent_events_message_id_messages"), ondelete="SET NULL"
+            ["message_id"],
+            ["messages.id"],
+            name=op.f("fk_agent_events_message_id_messages"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_agent_events")),
         sa.UniqueConstraint("delivery_id", name=op.f("uq_agent_events_delivery_id")),
