@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from warelay import __version__
 from warelay.api.deps import KeyCache
 from warelay.api.intake import WebhookIntake, content_length_refusal
-from warelay.api.routes import agent_events, ai_agent, health, inspect, webhooks
+from warelay.api.routes import admin, agent_events, ai_agent, health, inspect, webhooks
 from warelay.config import Settings
 from warelay.runtime import Runtime
 from warelay.supervisor import WorkerProcesses
@@ -108,6 +108,7 @@ def create_app(
     app.state.key_cache = KeyCache()
     app.include_router(webhooks.router)
     app.include_router(inspect.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(ai_agent.router)
     app.include_router(agent_events.router)

@@ -47,10 +47,14 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 knowledge_app = typer.Typer(help="Knowledge files the agents answer from.", no_args_is_help=True)
 numbers_app = typer.Typer(help="WhatsApp business numbers.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored hashed; shown once).", no_args_is_help=True)
+tenants_app = typer.Typer(
+    help="Tenants: each owns its numbers, agents, keys and knowledge.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(knowledge_app, name="knowledge")
 app.add_typer(numbers_app, name="numbers")
 app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")
 
 DEMO_DIR = Path(".warelay")
 SCOPES = ("admin", "messages:send", "conversations:read", "conversations:write")
@@ -510,12 +514,80 @@ def knowledge_remove(
     out.print(f"removed {name}")
 
 
+# ------------------------------------------------------------------------------------------ tenants
+
+
+@tenants_app.command("add")
+def tenants_add(
+    subdomain: Annotated[
+        str, typer.Argument(help="The tenant's subdomain (lower-case letters, digits, '-').")
+    ],
+    name: Annotated[str | None, typer.Option(help="A display name.")] = None,
+) -> None:
+    """Add a tenant."""
+    from warelay.tenancy import ConflictError, create_tenant
+
+    settings = _settings()
+    with _fail_cleanly():
+        try:
+            _run(_with_engine(settings, lambda engine: create_tenant(engine, subdomain=subdomain, name=name)))
+        except ConflictError as exc:
+            raise ValueError(str(exc)) from None
+    out.print(f"tenant {subdomain} added")
+
+
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """List tenants with how many numbers, agents and active keys each has."""
+    from warelay.tenancy import list_tenants
+
+    settings = _settings()
+    table = _table("subdomain", "name", "numbers", "agents", "keys", "created")
+    for t in _run(_with_engine(settings, lambda engine: list_tenants(engine))):
+        table.add_row(
+            t.subdomain,
+            t.name or "",
+            str(t.numbers),
+            str(t.agents),
+            str(t.keys),
+            t.created_at.isoformat(timespec="seconds"),
+        )
+    out.print(table)
+
+
+@tenants_app.command("remove")
+def tenants_remove(
+    subdomain: Annotated[str, typer.Argument(help="The tenant's subdomain.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove a tenant with everything it owns: numbers, conversations, agents, knowledge, keys."""
+    from warelay.tenancy import delete_tenant, env_tenant
+
+    settings = _settings()
+    if subdomain == env_tenant(settings):
+        console.print(
+            f"[red]warelay: tenant {subdomain!r} owns the number configured through WARELAY_WHATSAPP__* "
+            "(it would be created again at the next start); remove that configuration first[/red]"
+        )
+        raise typer.Exit(1)
+    if not yes and not typer.confirm(
+        f"Remove tenant {subdomain} with its numbers, conversations, agents, knowledge and keys?"
+    ):
+        raise typer.Exit(1)
+    if _run(_with_engine(settings, lambda engine: delete_tenant(engine, subdomain=subdomain))) is None:
+        console.print(f"[red]warelay: no tenant {subdomain!r}[/red]")
+        raise typer.Exit(1)
+    out.print(f"tenant {subdomain} removed")
+
+
 # ------------------------------------------------------------------------------------------ numbers
 
 
 def webhook_url(settings: Settings) -> str:
     """The URL to paste into Meta's webhook configuration."""
-    return f"{settings.public_url.rstrip('/')}/webhooks/whatsapp"
+    from warelay.tenancy import webhook_url as url
+
+    return url(settings)
 
 
 @numbers_app.command("add")
@@ -610,6 +682,118 @@ def numbers_list() -> None:
     out.print(table)
 
 
+def _refuse_env_number(settings: Settings, phone_number_id: str) -> None:
+    from warelay.tenancy import env_number_id
+
+    if phone_number_id == env_number_id(settings):
+        console.print(
+            f"[red]warelay: number {phone_number_id} is configured through WARELAY_WHATSAPP__* and "
+            "rewritten at every start; change it there[/red]"
+        )
+        raise typer.Exit(1)
+
+
+@numbers_app.command("update")
+def numbers_update(
+    phone_number_id: Annotated[str, typer.Argument(help="Meta's Phone Number ID of the number.")],
+    display_phone_number: Annotated[
+        str | None, typer.Option(help="The number, e.g. +1-234-567-8900.")
+    ] = None,
+    display_name: Annotated[str | None, typer.Option(help="A friendly name.")] = None,
+    status: Annotated[str | None, typer.Option(help="active or inactive (inbound traffic ignored).")] = None,
+    agent: Annotated[str | None, typer.Option(help="The tenant's agent that answers it.")] = None,
+    default_agent: Annotated[
+        bool, typer.Option("--default-agent", help="Answer with the tenant's default agent again.")
+    ] = False,
+    access_token: Annotated[str | None, typer.Option(help="A new system-user access token.")] = None,
+    app_secret: Annotated[str | None, typer.Option(help="A new app secret.")] = None,
+    verify_token: Annotated[str | None, typer.Option(help="A new webhook verify token.")] = None,
+    app_id: Annotated[str | None, typer.Option()] = None,
+    business_id: Annotated[str | None, typer.Option()] = None,
+    api_version: Annotated[str | None, typer.Option()] = None,
+    graph_url: Annotated[str | None, typer.Option()] = None,
+    throughput_mps: Annotated[int | None, typer.Option(min=1, max=1000)] = None,
+) -> None:
+    """Change some of a number's fields (the others stay as they are); prints the webhook URL."""
+    from pydantic import ValidationError
+
+    from warelay.api.admin_schemas import NumberUpdate
+    from warelay.tenancy import agent_id_by_name, get_number, update_number
+
+    given = {
+        key: value
+        for key, value in locals().items()
+        if key in NumberUpdate.model_fields and value is not None
+    }
+    if agent is not None and default_agent:
+        console.print("[red]warelay: --agent and --default-agent exclude each other[/red]")
+        raise typer.Exit(2)
+    settings = _settings()
+    _refuse_env_number(settings, phone_number_id)
+    try:
+        checked = NumberUpdate.model_validate(given)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        console.print(f"[red]warelay: {problems}[/red]")
+        raise typer.Exit(1) from None
+    changes: dict[str, Any] = {
+        key: value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        for key, value in checked.model_dump(exclude_unset=True).items()
+        if key != "agent"
+    }
+    box = SecretBox(settings.secret_keys)
+
+    async def work(engine: AsyncEngine) -> Any:
+        number = await get_number(engine, tenant_id=None, phone_number_id=phone_number_id)
+        if number is None:
+            raise LookupError(f"no number {phone_number_id!r}")
+        if default_agent:
+            changes["agent_id"] = None
+        elif agent is not None:
+            from warelay.tenancy import get_tenant
+
+            tenant = await get_tenant(engine, subdomain=number.tenant)
+            assert tenant is not None  # the number's own tenant
+            changes["agent_id"] = await agent_id_by_name(engine, tenant_id=tenant.id, name=agent)
+            if changes["agent_id"] is None:
+                raise LookupError(f"no agent {agent!r} in tenant {number.tenant!r}")
+        return await update_number(
+            engine, box, tenant_id=None, phone_number_id=phone_number_id, changes=changes
+        )
+
+    with _fail_cleanly():
+        record = _run(_with_engine(settings, work))
+        if record is None:
+            raise LookupError(f"no number {phone_number_id!r}")
+    out.print(
+        f"number {phone_number_id} of tenant {record.tenant} updated (running servers reload it within 30 s)"
+    )
+    out.print(f"webhook URL: {webhook_url(settings)}")
+
+
+@numbers_app.command("remove")
+def numbers_remove(
+    phone_number_id: Annotated[str, typer.Argument(help="Meta's Phone Number ID of the number.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove a number with its contacts, conversations and messages."""
+    from warelay.tenancy import delete_number
+
+    settings = _settings()
+    _refuse_env_number(settings, phone_number_id)
+    if not yes and not typer.confirm(f"Remove number {phone_number_id} with its conversations and messages?"):
+        raise typer.Exit(1)
+    removed = _run(
+        _with_engine(
+            settings, lambda engine: delete_number(engine, tenant_id=None, phone_number_id=phone_number_id)
+        )
+    )
+    if not removed:
+        console.print(f"[red]warelay: no number {phone_number_id!r}[/red]")
+        raise typer.Exit(1)
+    out.print(f"number {phone_number_id} removed")
+
+
 # ------------------------------------------------------------------------------------------ keys
 
 
@@ -622,6 +806,16 @@ def keys_create(
         str | None, typer.Option(help="Tenant subdomain; omit for a platform-wide key.")
     ] = None,
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+    rate_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--rate-limit",
+            min=0,
+            max=1_000_000,
+            help="Requests per minute for this key, counted across all processes (0: unlimited; "
+            "default WARELAY_API__RATE_LIMIT_PER_MINUTE).",
+        ),
+    ] = None,
 ) -> None:
     """Create an API key; the key is printed once, alone on the last line."""
     from warelay.storage.models import ApiKey, Tenant, utcnow
@@ -648,6 +842,7 @@ def keys_create(
                     prefix=key[:12],
                     key_hash=box.hash_key(key),
                     scopes=sorted(set(scope)),
+                    rate_limit_per_minute=rate_limit,
                     created_at=utcnow(),
                 )
             )
@@ -678,14 +873,20 @@ def keys_list() -> None:
                 ).all()
             )
 
-    table = _table("id", "prefix", "name", "tenant", "scopes", "created", "last used", "revoked")
+    table = _table(
+        "id", "prefix", "name", "tenant", "scopes", "per minute", "created", "last used", "revoked"
+    )
+    default_limit = settings.api.rate_limit_per_minute
     for k in _run(_with_engine(settings, work)):
+        limit = default_limit if k.rate_limit_per_minute is None else k.rate_limit_per_minute
         table.add_row(
             str(k.id),
             k.prefix + "…",
             k.name or "",
             k.subdomain or "(platform)",
             ", ".join(k.scopes),
+            (str(limit) if limit else "unlimited")
+            + (" (default)" if k.rate_limit_per_minute is None else ""),
             k.created_at.isoformat(timespec="seconds"),
             k.last_used_at.isoformat(timespec="seconds") if k.last_used_at else "",
             k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",

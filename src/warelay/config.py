@@ -149,6 +149,13 @@ class OutboundSettings(_Section):
     request_timeout_seconds: float = Field(default=20, gt=0, le=300)
 
 
+class ApiSettings(_Section):
+    """warelay's own API: the request rate each API key is allowed (counted in the database)."""
+
+    # Requests per minute per key when the key sets no limit of its own; 0: keys are unlimited.
+    rate_limit_per_minute: int = Field(default=600, ge=0, le=1_000_000)
+
+
 _MB = 1024 * 1024
 
 
@@ -314,6 +321,7 @@ class Settings(BaseSettings):
     conversations: ConversationSettings = ConversationSettings()
     worker: WorkerSettings = WorkerSettings()
     outbound: OutboundSettings = OutboundSettings()
+    api: ApiSettings = ApiSettings()
     media: MediaSettings = MediaSettings()
     ai: AISettings = AISettings()
 

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import select, update
 
+from warelay.api.ratelimit import count_request, effective_limit
 from warelay.crypto import constant_time_equals
 from warelay.runtime import Runtime
 from warelay.storage.models import ApiKey, utcnow
@@ -21,6 +22,8 @@ class Principal:
     tenant_id: int | None
     scopes: frozenset[str]
     key_id: int | None = None
+    # The key's own requests per minute (None: WARELAY_API__RATE_LIMIT_PER_MINUTE, 0: unlimited).
+    rate_limit_per_minute: int | None = None
 
     @property
     def platform_admin(self) -> bool:
@@ -51,6 +54,18 @@ class KeyCache:
         self.entries: dict[str, tuple[float, Principal | None]] = {}
         self.last_used_written: dict[int, float] = {}
 
+    def forget(self, *, key_id: int | None = None, tenant_id: int | None = None) -> None:
+        """Drop cached keys (one key, or a tenant's) after they were revoked, changed or deleted."""
+        self.entries = {
+            digest: entry
+            for digest, entry in self.entries.items()
+            if entry[1] is None
+            or not (
+                (key_id is not None and entry[1].key_id == key_id)
+                or (tenant_id is not None and entry[1].tenant_id == tenant_id)
+            )
+        }
+
 
 def _bearer_or_key(request: Request) -> str | None:
     header = request.headers.get("authorization")
@@ -74,7 +89,23 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"}
         )
+    await _check_rate_limit(runtime, principal)
     return principal
+
+
+async def _check_rate_limit(runtime: Runtime, principal: Principal) -> None:
+    """Count the request against the key's limit (in the database); 429 with Retry-After when over."""
+    limit = effective_limit(principal.rate_limit_per_minute, runtime.settings.api.rate_limit_per_minute)
+    if principal.key_id is None or limit == 0:
+        return
+    decision = await count_request(runtime.db, key_id=principal.key_id, limit=limit)
+    if not decision.allowed:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"rate limit exceeded: this API key may make {limit} requests per minute; "
+            f"retry in {decision.retry_after} s",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
 
 
 async def _lookup_key(request: Request, runtime: Runtime, token: str) -> Principal | None:
@@ -88,7 +119,7 @@ async def _lookup_key(request: Request, runtime: Runtime, token: str) -> Princip
         async with runtime.reader.connect() as conn:
             row = (
                 await conn.execute(
-                    select(ApiKey.id, ApiKey.tenant_id, ApiKey.scopes).where(
+                    select(ApiKey.id, ApiKey.tenant_id, ApiKey.scopes, ApiKey.rate_limit_per_minute).where(
                         ApiKey.key_hash.in_(hashes), ApiKey.revoked_at.is_(None)
                     )
                 )
@@ -96,7 +127,12 @@ async def _lookup_key(request: Request, runtime: Runtime, token: str) -> Princip
         principal = (
             None
             if row is None
-            else Principal(tenant_id=row.tenant_id, scopes=frozenset(row.scopes), key_id=row.id)
+            else Principal(
+                tenant_id=row.tenant_id,
+                scopes=frozenset(row.scopes),
+                key_id=row.id,
+                rate_limit_per_minute=row.rate_limit_per_minute,
+            )
         )
         cache.entries[hashes[0]] = (now, principal)
     if principal is not None and principal.key_id is not None:

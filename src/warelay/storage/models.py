@@ -292,7 +292,7 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str | None] = mapped_column(String(100))
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -300,6 +300,19 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Requests per minute; NULL: WARELAY_API__RATE_LIMIT_PER_MINUTE, 0: unlimited.
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+
+
+class ApiKeyUsage(Base):
+    """Requests an API key made in one fixed one-minute window (its rate limit, shared by all processes)."""
+
+    __tablename__ = "api_key_usage"
+
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    # Unix seconds at which the window starts (a multiple of 60).
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class KnowledgeDocument(Base):
