@@ -456,6 +456,57 @@ class OutLocationRequest(Frozen):
     body: str
 
 
+class OutCatalog(Frozen):
+    """A catalog message: a body and a "View catalog" button that opens the business's catalog.
+
+    ``thumbnail_product_retailer_id`` names the product whose image heads the message (WhatsApp
+    uses the catalog's first product when it is left out).
+    """
+
+    kind: Literal["catalog"] = "catalog"
+    body: str
+    thumbnail_product_retailer_id: str | None = None
+    footer: str | None = None
+
+
+class ProductSection(Frozen):
+    """A titled group of catalog products in a product list (titles are needed with several sections)."""
+
+    title: str | None = None
+    product_retailer_ids: tuple[str, ...]
+
+
+class OutProductList(Frozen):
+    """A product list (multi-product message): products of one catalog, in sections, under a header."""
+
+    kind: Literal["product_list"] = "product_list"
+    header: str
+    body: str
+    catalog_id: str
+    sections: tuple[ProductSection, ...]
+    footer: str | None = None
+
+
+class OutFlow(Frozen):
+    """A WhatsApp Flow message: a body and a button that opens the Flow ``flow_id``.
+
+    ``flow_action`` is ``navigate`` (Meta's default: open ``screen``, given ``data``) or
+    ``data_exchange`` (the Flow's endpoint decides the first screen; no screen or data here).
+    ``flow_token`` comes back in the user's Flow reply, to tell which message it answers.
+    """
+
+    kind: Literal["flow"] = "flow"
+    body: str
+    flow_id: str
+    flow_cta: str
+    flow_token: str | None = None
+    flow_action: Literal["navigate", "data_exchange"] | None = None
+    screen: str | None = None
+    data: dict[str, Any] | None = None
+    header: str | None = None
+    footer: str | None = None
+
+
 class OutRaw(Frozen):
     """A provider-specific body passed through as given (for the compatibility APIs' richer types)."""
 
@@ -473,6 +524,9 @@ OutboundContent = Annotated[
     | OutList
     | OutCtaUrl
     | OutLocationRequest
+    | OutCatalog
+    | OutProductList
+    | OutFlow
     | OutRaw,
     Field(discriminator="kind"),
 ]

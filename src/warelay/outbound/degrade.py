@@ -4,8 +4,10 @@ Where it sits: in the sender, just before the channel call. A channel lists the 
 cannot send (``Channel.unsupported``; the Cloud API sends them all, a WhatsApp Web bridge may not
 render buttons or lists); the sender then sends :func:`as_text` of the reply instead of failing it:
 buttons and list rows become numbered options the user can answer with a number or the words, a
-link button a line with its address, a location a maps link, media its caption and link. The
-conversation's history keeps the reply as the agent made it.
+link button a line with its address, a location a maps link, media its caption and link, a
+product list its products by section, and a catalog or Flow message its text alone (a text channel
+has no catalog or form to open, so no button is promised). The conversation's history keeps the
+reply as the agent made it.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from __future__ import annotations
 from warelay.domain import (
     OutboundContent,
     OutButtons,
+    OutCatalog,
     OutCtaUrl,
+    OutFlow,
     OutList,
     OutLocation,
     OutLocationRequest,
     OutMedia,
+    OutProductList,
     OutText,
 )
 
@@ -64,6 +69,18 @@ def as_text(content: OutboundContent) -> OutText | None:
         return OutText(body="\n".join(place), preview_url=True)
     if isinstance(content, OutLocationRequest):
         return OutText(body=f"{content.body}\n\nPlease share your location: 📎 → Location.")
+    if isinstance(content, OutProductList):
+        products: list[str] = []
+        for group in content.sections:
+            if group.title:
+                products.append(f"*{group.title}*")
+            products.extend(f"• {product}" for product in group.product_retailer_ids)
+        products.append("Reply with the products you would like.")
+        return OutText(body=_framed(content.header, content.body, products, content.footer))
+    if isinstance(content, OutCatalog):
+        return OutText(body=_framed(None, content.body, [], content.footer))
+    if isinstance(content, OutFlow):
+        return OutText(body=_framed(content.header, content.body, [], content.footer))
     if isinstance(content, OutMedia):
         if content.link is None:
             return None  # an uploaded media id has no address to show

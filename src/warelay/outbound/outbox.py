@@ -82,7 +82,7 @@ def content_type(content: OutboundContent) -> str:
     """The message type name stored for outbound content."""
     if content.kind == "media":
         return str(getattr(content, "media_type", "media"))
-    if content.kind in ("buttons", "list", "cta_url", "location_request"):
+    if content.kind in ("buttons", "list", "cta_url", "location_request", "catalog", "product_list", "flow"):
         return "interactive"
     if content.kind == "raw":
         return str(getattr(content, "type", "raw"))

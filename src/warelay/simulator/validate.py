@@ -508,7 +508,9 @@ def _check_action_flow(action: _Obj, path: str) -> None:
         fpath = f"{ppath}['flow_action_payload']"
         payload = _obj(payload_value, fpath)
         _keys(payload, _FLOW_PAYLOAD_KEYS, fpath)
-        _opt_text(payload, "screen", fpath)
+        # The id of the Flow's first screen [SPEC flow_action_payload.screen]: a name, never empty.
+        if payload.get("screen") is not None:
+            _req_text(payload, "screen", fpath)
         data = payload.get("data")
         if data is not None and not _obj(data, f"{fpath}['data']"):
             raise invalid_value(f"Param {fpath}['data'] must be a non-empty object")
@@ -560,9 +562,11 @@ def _check_action_catalog(action: _Obj, path: str) -> None:
     _check_named(action, path, "catalog_message")
     params = action.get("parameters")
     if params is not None:
+        # Meta's catalog messages: parameters may be left out (the first product is the thumbnail);
+        # given, they must name the product [SPEC ActionObject: parameters requires it].
         ppath = f"{path}['parameters']"
         _keys(_obj(params, ppath), _CATALOG_PARAM_KEYS, ppath)
-        _opt_text(params, "thumbnail_product_retailer_id", ppath)
+        _req_text(params, "thumbnail_product_retailer_id", ppath)
 
 
 _NAME_ONLY_KEYS = frozenset({"name"})

@@ -17,11 +17,14 @@ from typing import Any, Final
 from warelay.domain import (
     OutboundContent,
     OutButtons,
+    OutCatalog,
     OutCtaUrl,
+    OutFlow,
     OutList,
     OutLocation,
     OutLocationRequest,
     OutMedia,
+    OutProductList,
     OutRaw,
     OutReaction,
     OutText,
@@ -32,12 +35,15 @@ __all__ = [
     "BUTTON_TITLE_MAX",
     "CAPTION_MAX",
     "CTA_DISPLAY_TEXT_MAX",
+    "FLOW_CTA_MAX",
     "FOOTER_MAX",
     "HEADER_TEXT_MAX",
     "INTERACTIVE_BODY_MAX",
     "LIST_BUTTON_MAX",
     "LIST_ROWS_MAX",
     "LIST_SECTIONS_MAX",
+    "PRODUCTS_MAX",
+    "PRODUCT_SECTIONS_MAX",
     "REPLY_BUTTONS_MAX",
     "ROW_DESCRIPTION_MAX",
     "ROW_ID_MAX",
@@ -67,6 +73,9 @@ ROW_TITLE_MAX: Final = 24
 ROW_DESCRIPTION_MAX: Final = 72
 SECTION_TITLE_MAX: Final = 24  # [SectionObject.title]
 CTA_DISPLAY_TEXT_MAX: Final = 20  # PYWA URLButton
+FLOW_CTA_MAX: Final = 20  # SPEC advises 30; PYWA says 20, no emoji: stay within 20 (protocol A9)
+PRODUCT_SECTIONS_MAX: Final = 10  # [ActionObject.sections]
+PRODUCTS_MAX: Final = 30  # across all sections (protocol A9: the stricter reading)
 TRACKER_MAX: Final = 512  # biz_opaque_callback_data
 
 # Meta accepts a caption on these media types only, and a filename on documents only (protocol A7).
@@ -284,6 +293,98 @@ def _location_request(content: OutLocationRequest) -> tuple[str, dict[str, Any]]
     }
 
 
+def _catalog(content: OutCatalog) -> tuple[str, dict[str, Any]]:
+    # Meta's "catalog messages": no header; parameters only when a thumbnail product is named.
+    action: dict[str, Any] = {"name": "catalog_message"}
+    if content.thumbnail_product_retailer_id is not None:
+        field = "interactive.action.parameters.thumbnail_product_retailer_id"
+        _required(field, content.thumbnail_product_retailer_id)
+        action["parameters"] = {"thumbnail_product_retailer_id": content.thumbnail_product_retailer_id}
+    return "interactive", _framed("catalog_message", None, content.body, content.footer, action)
+
+
+def _product_list(content: OutProductList) -> tuple[str, dict[str, Any]]:
+    # A product list needs a text header [SPEC HeaderObject: "Required for 'product_list' type"].
+    _required("interactive.header.text", content.header)
+    _required("interactive.action.catalog_id", content.catalog_id)
+    sections = content.sections
+    if not 1 <= len(sections) <= PRODUCT_SECTIONS_MAX:
+        raise ContentLimitError(
+            "interactive.action.sections",
+            limit=PRODUCT_SECTIONS_MAX,
+            actual=len(sections),
+            unit="sections",
+            reason=f"has {len(sections)} sections; WhatsApp needs 1 to {PRODUCT_SECTIONS_MAX}",
+        )
+    total = sum(len(section.product_retailer_ids) for section in sections)
+    if total > PRODUCTS_MAX:
+        raise ContentLimitError(
+            "interactive.action.sections[].product_items",
+            limit=PRODUCTS_MAX,
+            actual=total,
+            unit="products",
+            reason=f"has {total} products in all; WhatsApp allows at most {PRODUCTS_MAX}",
+        )
+    built: list[dict[str, Any]] = []
+    for s, section in enumerate(sections):
+        field = f"interactive.action.sections[{s}]"
+        out: dict[str, Any] = {}
+        if section.title:
+            _max_len(f"{field}.title", section.title, SECTION_TITLE_MAX)
+            out["title"] = section.title
+        elif len(sections) > 1:
+            raise ContentLimitError(f"{field}.title", reason="is required when a list has several sections")
+        if not section.product_retailer_ids:
+            raise ContentLimitError(
+                f"{field}.product_items", reason="is empty; every section needs a product"
+            )
+        for p, retailer_id in enumerate(section.product_retailer_ids):
+            _required(f"{field}.product_items[{p}].product_retailer_id", retailer_id)
+        out["product_items"] = [{"product_retailer_id": pid} for pid in section.product_retailer_ids]
+        built.append(out)
+    action = {"catalog_id": content.catalog_id, "sections": built}
+    return "interactive", _framed("product_list", content.header, content.body, content.footer, action)
+
+
+def _flow(content: OutFlow) -> tuple[str, dict[str, Any]]:
+    field = "interactive.action.parameters"
+    _required(f"{field}.flow_id", content.flow_id)
+    _required(f"{field}.flow_cta", content.flow_cta)
+    _max_len(f"{field}.flow_cta", content.flow_cta, FLOW_CTA_MAX)
+    params: dict[str, Any] = {
+        "flow_message_version": "3",
+        "flow_id": content.flow_id,
+        "flow_cta": content.flow_cta,
+    }
+    if content.flow_token is not None:
+        _required(f"{field}.flow_token", content.flow_token)
+        params["flow_token"] = content.flow_token
+    if content.flow_action is not None:
+        params["flow_action"] = content.flow_action
+    payload: dict[str, Any] = {}
+    if content.screen is not None:
+        _required(f"{field}.flow_action_payload.screen", content.screen)
+        payload["screen"] = content.screen
+    if content.data is not None:
+        if not content.data:
+            raise ContentLimitError(f"{field}.flow_action_payload.data", reason="must be a non-empty object")
+        if content.screen is None:
+            raise ContentLimitError(
+                f"{field}.flow_action_payload.data", reason="needs the screen it is for (screen)"
+            )
+        payload["data"] = content.data
+    if payload:
+        # Meta's Flows guide: flow_action_payload goes with "navigate" and is omitted otherwise.
+        if content.flow_action == "data_exchange":
+            raise ContentLimitError(
+                f"{field}.flow_action_payload",
+                reason="applies to flow_action 'navigate' only ('data_exchange' lets the endpoint choose)",
+            )
+        params["flow_action_payload"] = payload
+    action = {"name": "flow", "parameters": params}
+    return "interactive", _framed("flow", content.header, content.body, content.footer, action)
+
+
 def _raw(content: OutRaw) -> tuple[str, dict[str, Any]]:
     _required("type", content.type)
     return content.type, content.payload
@@ -292,16 +393,23 @@ def _raw(content: OutRaw) -> tuple[str, dict[str, Any]]:
 def _interactive(
     kind: str, content: OutButtons | OutList | OutCtaUrl, action: dict[str, Any]
 ) -> dict[str, Any]:
-    _required("interactive.body.text", content.body)
-    _max_len("interactive.body.text", content.body, INTERACTIVE_BODY_MAX)
+    return _framed(kind, content.header, content.body, content.footer, action)
+
+
+def _framed(
+    kind: str, header: str | None, body: str, footer: str | None, action: dict[str, Any]
+) -> dict[str, Any]:
+    """An interactive object: text header (optional), body, footer (optional) around ``action``."""
+    _required("interactive.body.text", body)
+    _max_len("interactive.body.text", body, INTERACTIVE_BODY_MAX)
     obj: dict[str, Any] = {"type": kind}
-    if content.header:
-        _max_len("interactive.header.text", content.header, HEADER_TEXT_MAX)
-        obj["header"] = {"type": "text", "text": content.header}
-    obj["body"] = {"text": content.body}
-    if content.footer:
-        _max_len("interactive.footer.text", content.footer, FOOTER_MAX)
-        obj["footer"] = {"text": content.footer}
+    if header:
+        _max_len("interactive.header.text", header, HEADER_TEXT_MAX)
+        obj["header"] = {"type": "text", "text": header}
+    obj["body"] = {"text": body}
+    if footer:
+        _max_len("interactive.footer.text", footer, FOOTER_MAX)
+        obj["footer"] = {"text": footer}
     obj["action"] = action
     return obj
 
@@ -316,6 +424,9 @@ _BUILDERS: Final[dict[type, Callable[[Any], tuple[str, dict[str, Any]]]]] = {
     OutButtons: _buttons,
     OutList: _list,
     OutCtaUrl: _cta_url,
+    OutCatalog: _catalog,
+    OutProductList: _product_list,
+    OutFlow: _flow,
     OutRaw: _raw,
 }
 
