@@ -440,3 +440,51 @@ class AIAgentToken(Base):
     refresh_owner: Mapped[str | None] = mapped_column(String(64))
     refresh_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ApiSendAudit(Base):
+    """The audit of the send APIs (seed 000's and seed 004's send-message): who sent what, when, and
+    what became of it.
+
+    One row per outbound message a request queued (``message_id``; a long text split in parts has
+    a row per part, sharing ``request_id``), or one row with ``result`` ``rejected`` and the
+    ``reason`` for a request refused (422 and the like). Written in the transaction that queues the
+    messages; the delivery status itself lives on the message.
+    """
+
+    __tablename__ = "api_send_audit"
+    __table_args__ = (Index("ix_api_send_audit_tenant", "tenant_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(32))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    route: Mapped[str] = mapped_column(String(100))
+    number_id: Mapped[int | None] = mapped_column(ForeignKey("numbers.id", ondelete="SET NULL"))
+    recipient: Mapped[str | None] = mapped_column(String(160))
+    type: Mapped[str | None] = mapped_column(String(20))
+    summary: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), index=True)
+    result: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotencyRecord(Base):
+    """A send request made with an ``Idempotency-Key``, and what it queued, kept 24 hours.
+
+    ``owner`` is who made it (``key:<api key id>``, or ``admin`` for the admin token): a retry with
+    the same key and the same request gets the first answer again; with another request, a 422.
+    """
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("owner", "idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(40))
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    route: Mapped[str] = mapped_column(String(100))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    result: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -1,0 +1,99 @@
+"""Migration 0008 (send audit, idempotency records) on both engines: up from 0007, as modelled, and down."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from warelay.storage.db import MIGRATIONS, create_engine
+from warelay.storage.models import Base
+
+TABLES = ("api_send_audit", "idempotency_records")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database nothing was migrated in, once per engine."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    request.getfixturevalue("pg_template")  # skips (or fails in CI) without PostgreSQL, like db_url
+    url = os.environ["TEST_DATABASE_URL"]
+    name = f"warelay_mig0008_{os.getpid()}"
+    admin = make_url(url).set(database="postgres").render_as_string(hide_password=False)
+
+    async def admin_sql(*statements: str) -> None:
+        engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                for statement in statements:
+                    await conn.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(admin_sql(f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}"))
+    yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def _migrate(connection: Connection, action: str, revision: str) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    getattr(command, action)(cfg, revision)
+
+
+def _diff(connection: Connection) -> list[Any]:
+    """Differences between the models of the two tables and what the migration made."""
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return [d for d in compare_metadata(context, Base.metadata) if any(t in repr(d) for t in TABLES)]
+
+
+def _tables(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+_INSERT = (
+    "INSERT INTO idempotency_records (owner, idempotency_key, route, request_hash, result, created_at)"
+    " VALUES ('key:1', 'retry-1', '/api/send-message', 'h', '{}', CURRENT_TIMESTAMP)"
+)
+
+
+async def test_0008_creates_the_tables_as_modelled_and_drops_them(empty_db_url: str) -> None:
+    engine = create_engine(empty_db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate, "upgrade", "0007")
+            assert not set(TABLES) & await conn.run_sync(_tables)
+            await conn.run_sync(_migrate, "upgrade", "0008")
+            assert set(TABLES) <= await conn.run_sync(_tables)
+            assert await conn.run_sync(_diff) == []
+            indexes = await conn.run_sync(
+                lambda c: {i["name"] for i in inspect(c).get_indexes("api_send_audit")}
+            )
+        assert {"ix_api_send_audit_tenant", "ix_api_send_audit_message_id"} <= indexes
+        async with engine.begin() as conn:
+            await conn.execute(text(_INSERT))
+        # One Idempotency-Key per caller: the same caller cannot store it twice.
+        async with engine.begin() as conn:
+            with pytest.raises(Exception, match=r"(?i)unique"):
+                async with conn.begin_nested():
+                    await conn.execute(text(_INSERT))
+            await conn.execute(text(_INSERT.replace("'key:1'", "'key:2'")))
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate, "downgrade", "0007")
+            assert not set(TABLES) & await conn.run_sync(_tables)
+    finally:
+        await engine.dispose()
