@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from warelay import __version__
 from warelay.api.deps import KeyCache
 from warelay.api.intake import WebhookIntake, content_length_refusal
-from warelay.api.routes import admin, agent_events, ai_agent, health, inspect, webhooks
+from warelay.api.routes import admin, agent_events, ai_agent, health, inspect, integration, seed004, webhooks
 from warelay.config import Settings
 from warelay.runtime import Runtime
 from warelay.supervisor import WorkerProcesses
@@ -112,6 +112,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(ai_agent.router)
     app.include_router(agent_events.router)
+    app.include_router(integration.router)
+    app.include_router(seed004.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.exception_handler(Exception)
