@@ -120,6 +120,8 @@ class Runtime:
             base_url=self._platform_url,
             backoff_base=settings.worker.backoff_base_seconds,
             backoff_max=settings.worker.backoff_max_seconds,
+            timeout=settings.outbound.request_timeout_seconds,
+            lease_seconds=settings.worker.lease_seconds,
         )
         self.event_polls = Notifier()
         self.turns.events_stored = self._events_stored

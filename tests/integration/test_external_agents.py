@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from tests.fake_agent_platform import FakeAgentPlatform
 from tests.fake_ai_platform import running_platform
 from tests.integration.stack import PHONE_NUMBER_ID, Stack, run_stack
-from tests.integration.test_ai_agent_oauth import CALLBACK_PATH, ai_config, connect
+from tests.integration.test_ai_agent_oauth import ai_config, connect
 from tests.integration.test_workers import worker_process
 from warelay.crypto import new_api_key
+from warelay.integrations.ai_platform import CALLBACK_PATH
 from warelay.storage.models import ApiKey, Tenant, utcnow
 
 SECRET = "whsec_test-signing-secret-0123456789"
@@ -169,7 +170,9 @@ async def test_a_worker_killed_while_pushes_fail_delivers_each_event_once_after_
 ) -> None:
     async with FakeAgentPlatform(failures=2) as platform:
         path = agents_file(tmp_path, webhook_url=f"{platform.url}/hook")
-        async with run_stack(db_url, agents_file=path, run_workers=False) as stack:
+        # A push the killed worker had claimed is another worker's once its lease lapses (8 s here).
+        fast = {"worker": {"lease_seconds": 5}, "outbound": {"request_timeout_seconds": 3}}
+        async with run_stack(db_url, agents_file=path, run_workers=False, **fast) as stack:
             user = "15551300004"
             with worker_process(stack) as doomed:
                 await stack.simulator.user_sends(user, "one")
@@ -209,3 +212,30 @@ async def test_pushes_carry_the_tenants_oauth_token_to_the_agent_base_url(
             assert delivery.path == "/webhooks/warelay"
             assert delivery.headers["authorization"] == f"Bearer {token}"
             assert delivery.signature_valid(SECRET)
+
+
+async def test_a_reply_sent_through_send_message_reports_its_statuses_to_the_platform(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with FakeAgentPlatform() as platform:
+        path = agents_file(tmp_path, webhook_url=f"{platform.url}/hook")
+        async with run_stack(db_url, agents_file=path) as stack:
+            user = "15551300006"
+            await stack.simulator.user_sends(user, "is the shop open?")
+            await wait_until(lambda: len(platform.accepted()) == 1)
+            key = await tenant_key(stack, "messages:send")
+            sent = await stack.http.post(
+                f"{stack.url}/api/v1/integration/ai/send-message",
+                json={"to": user, "type": "text", "text": "Yes, until 20:00."},
+                headers={"x-api-key": key},
+            )
+            assert sent.status_code == 202, sent.text
+            message_id = sent.json()["data"]["message_id"]
+            assert await stack.replies_to(user, 1) == ["Yes, until 20:00."]
+            # The simulator reports sent, delivered and read; each reaches the platform, in order.
+            await wait_until(lambda: len(platform.accepted()) == 4)
+            statuses = [d.payload for d in platform.accepted()[1:]]
+            assert [s["event"] for s in statuses] == ["message.status"] * 3
+            assert [s["message"]["status"] for s in statuses] == ["sent", "delivered", "read"]
+            assert {s["message"]["id"] for s in statuses} == {str(message_id)}
+            assert all(d.signature_valid(SECRET) for d in platform.accepted())

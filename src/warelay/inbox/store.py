@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 from warelay.agents.base import describe_inbound
 from warelay.domain import DeliveryStatus, InboundMessage, StatusUpdate, UserRef
+from warelay.integrations.events import status_events
 from warelay.numbers import NumberInfo
 from warelay.storage.direct import Database, Tx
 from warelay.storage.models import Base, utcnow
@@ -725,13 +726,18 @@ async def apply_status_events(
     now: datetime,
 ) -> None:
     """Move outbound messages forward to the newest status among ``events``; never backwards."""
+    sent = DeliveryStatus.SENT.rank
     best: dict[tuple[int, str], tuple[str, int, list[dict[str, Any]] | None]] = {}
     for number_id, pid, status, rank, errors in events:
-        if rank < DeliveryStatus.SENT.rank:
+        if rank < sent:
             continue
         key = (number_id, pid)
         if key not in best or rank > best[key][1]:
             best[key] = (status, rank, errors)
+    # Platforms that sent a message through the API hear of its progress (before it is written).
+    await status_events(
+        tx, [(None, n, pid, st, rank, errs) for n, pid, st, rank, errs in events if rank >= sent], now
+    )
     await tx.executemany(
         "UPDATE messages SET status = $3, status_rank = $4, error = coalesce($5, error), updated_at = $6"
         " WHERE number_id = $1 AND provider_message_id = $2 AND status_rank < $4",

@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,13 +54,13 @@ __all__ = [
     "insert_events",
     "poll_events",
     "sign",
+    "status_events",
 ]
 
 log = logging.getLogger("warelay.events")
 
 DEFAULT_WEBHOOK_PATH: Final = "/webhooks/warelay"
 DEFAULT_MAX_ATTEMPTS: Final = 10
-LEASE_SECONDS: Final = 60.0
 BATCH: Final = 64
 
 _COLUMNS = (
@@ -100,6 +101,85 @@ async def insert_events(
                 now,
             )
             for draft, tenant_id, conversation_id, number_id in events
+        ],
+    )
+
+
+# The route whose messages' statuses go back to the platform (api/routes/integration.py ROUTE).
+SEND_ROUTE: Final = "/api/v1/integration/ai/send-message"
+STATUS: Final = "message.status"
+
+
+async def status_events(
+    tx: Tx,
+    changes: Sequence[tuple[int | None, int | None, str | None, str, int, Any]],
+    now: datetime,
+) -> None:
+    """Queue ``message.status`` events for messages an external platform sent through send-message.
+
+    ``changes`` are ``(message id, number id, wamid, status, rank, errors)``, identified by message id
+    or by number and wamid; each status that moves a message forward makes one event, in rank order
+    (never backwards, as the message itself moves). Runs before the status is written.
+    """
+    by_id = sorted({c[0] for c in changes if c[0] is not None})
+    by_wamid = sorted({c[2] for c in changes if c[0] is None and c[2] is not None})
+    if not by_id and not by_wamid:
+        return
+    rows = await tx.fetch(
+        "SELECT m.id, m.number_id, m.provider_message_id, m.status_rank, m.conversation_id, n.tenant_id,"
+        " t.subdomain, n.phone_number_id, ag.id, ag.config FROM messages AS m"
+        " JOIN api_send_audit AS a ON a.message_id = m.id AND a.route = $3"
+        " JOIN numbers AS n ON n.id = m.number_id JOIN tenants AS t ON t.id = n.tenant_id"
+        " JOIN agents AS ag ON ag.id = n.agent_id AND ag.kind = 'external'"
+        " WHERE m.direction = 'out' AND (m.id = ANY($1) OR m.provider_message_id = ANY($2))",
+        by_id,
+        by_wamid,
+        SEND_ROUTE,
+    )
+    if not rows:
+        return
+    found = {int(r[0]): r for r in rows}
+    by_pair = {(int(r[1]), r[2]): int(r[0]) for r in rows if r[2] is not None}
+    # Every status that moves a message forward, once each, in order: a webhook may bring "sent",
+    # "delivered" and "read" together, and the platform hears of each.
+    moves: dict[tuple[int, int], tuple[str, Any]] = {}
+    for message_id, number_id, wamid, status, rank, errors in changes:
+        key = message_id if message_id is not None else by_pair.get((number_id or 0, wamid or ""))
+        if key is None or key not in found or rank <= int(found[key][3]):
+            continue
+        moves.setdefault((key, rank), (status, errors))
+    drafts = []
+    for (message_id, _), (status, errors) in sorted(moves.items()):
+        r = found[message_id]
+        config = tx.json(r[9]) or {}
+        delivery_id = f"evt_{secrets.token_hex(12)}"
+        payload = {
+            "id": delivery_id,
+            "event": STATUS,
+            "timestamp": now.isoformat(),
+            "tenant": r[6],
+            "number": {"phone_number_id": r[7]},
+            "conversation": {"sessionId": r[4]},
+            "message": {"id": str(message_id), "wamid": r[2], "status": status, "errors": errors or []},
+        }
+        draft = AgentEventDraft(int(r[8]), STATUS, str(config.get("delivery") or "push"), None, payload)
+        drafts.append((draft, int(r[5]), r[4], message_id))
+    await tx.executemany(
+        f"INSERT INTO agent_events ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"  # noqa: S608  # fixed columns
+        " 'pending', 0, $9, $9)",
+        [
+            (
+                tenant_id,
+                d.agent_id,
+                conversation_id,
+                message_id,
+                d.event,
+                d.delivery,
+                d.payload["id"],
+                dict(d.payload),
+                now,
+            )
+            for d, tenant_id, conversation_id, message_id in drafts
         ],
     )
 
@@ -195,7 +275,7 @@ class _Due:
     attempts: int
 
 
-async def _claim(tx: Tx, now: datetime, limit: int) -> list[_Due]:
+async def _claim(tx: Tx, now: datetime, limit: int, lease_seconds: float) -> list[_Due]:
     rows = await tx.fetch(
         "SELECT e.id, e.tenant_id, e.agent_id, e.event, e.delivery_id, e.payload, e.attempts"
         " FROM agent_events AS e WHERE e.delivery = 'push' AND e.state = 'pending' AND e.available_at <= $1"
@@ -211,7 +291,7 @@ async def _claim(tx: Tx, now: datetime, limit: int) -> list[_Due]:
     await tx.execute(
         "UPDATE agent_events SET leased_until = $2, attempts = attempts + 1 WHERE id = ANY($1)",
         [int(r[0]) for r in rows],
-        now + timedelta(seconds=LEASE_SECONDS),
+        now + timedelta(seconds=lease_seconds),
     )
     return [_Due(int(r[0]), int(r[1]), int(r[2]), r[3], r[4], tx.json(r[5]), int(r[6]) + 1) for r in rows]
 
@@ -258,6 +338,7 @@ class EventPusher:
         backoff_base: float = 1.0,
         backoff_max: float = 300.0,
         timeout: float = 15.0,
+        lease_seconds: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._db = db
@@ -265,6 +346,9 @@ class EventPusher:
         self._access_token = access_token
         self._base_url = base_url
         self._poll = poll_interval
+        # A claimed event is another process's again after its lease: longer than one push may take,
+        # so a slow platform is not pushed the same event twice at once.
+        self._lease = max(lease_seconds, timeout + 5)
         self._backoff = (backoff_base, backoff_max)
         self._client = httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
         self._wakeup = asyncio.Event()
@@ -280,7 +364,7 @@ class EventPusher:
         while not self._stopping:
             self._wakeup.clear()
             try:
-                due = await self._db.write(_claim, utcnow(), BATCH)
+                due = await self._db.write(_claim, utcnow(), BATCH, self._lease)
             except Exception:
                 log.exception("claiming agent events failed; retrying")
                 due = []

@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 
 from warelay.domain import DeliveryStatus, OutboundContent, OutText
 from warelay.inbox.store import SEND, Claimed, LeaseOffer, add_work, apply_status_events, lock_conversations
+from warelay.integrations.events import status_events
 from warelay.storage.direct import Tx
 from warelay.storage.models import Base
 
@@ -193,6 +194,8 @@ async def record_sent(tx: Tx, sent: Sequence[tuple[int, int, str]], now: datetim
 
 async def record_failed(tx: Tx, failed: Sequence[tuple[int, dict[str, Any]]], now: datetime) -> None:
     """Mark outbound messages failed for good, with the error."""
+    status, rank = DeliveryStatus.FAILED.value, DeliveryStatus.FAILED.rank
+    await status_events(tx, [(m, None, None, status, rank, [e]) for m, e in failed], now)
     await tx.executemany(
         "UPDATE messages SET status = $2, status_rank = $3, error = $4, updated_at = $5 WHERE id = $1",
         [
