@@ -175,6 +175,10 @@ async def test_session_is_the_current_conversation(db_url: str) -> None:
             f"{stack.url}/api/session/+{USER}", headers={"Authorization": f"Bearer {key}"}
         )
         assert ok(same)["conversationId"] == conversation["id"]
+        # One of the tenant's numbers, by its display number as written anywhere (warelay's ?from=).
+        by_number = await call(stack, "GET", f"/api/session/{USER}?from=%2B1%20555-078-3881", key)
+        assert ok(by_number)["conversationId"] == conversation["id"]
+        refused(await call(stack, "GET", f"/api/session/{USER}?from=999", key), 404, "no number")
 
         # Only the last 10 messages are the context (seed 004).
         for n in range(6):

@@ -16,7 +16,7 @@ from sqlalchemy import update
 
 from tests.integration.send_helpers import add_number, audit_rows, make_key, user_writes_first
 from tests.integration.stack import PHONE_NUMBER_ID, Stack, run_stack
-from warelay.storage.models import Conversation, utcnow
+from warelay.storage.models import Conversation, IdempotencyRecord, utcnow
 
 ROUTE = "/api/v1/integration/ai/send-message"
 USER = "628123456789"
@@ -338,11 +338,35 @@ async def test_idempotency_key_replays_the_first_answer(db_url: str) -> None:
         refused(
             await send(stack, key, TEXT_EXAMPLE, **{"Idempotency-Key": "k" * 256}), 422, "Idempotency-Key"
         )
-        await stack.simulator.wait_for(lambda: len(stack.simulator.messages_to(USER)) == 3, timeout=10)
-        await asyncio.sleep(0.3)  # a second send of the replayed request would show up by now
-        assert len(stack.simulator.messages_to(USER)) == 3
+        # Retries racing each other send once, whichever commits first.
+        race = {**TEXT_EXAMPLE, "text": "Race"}
+        racing = await asyncio.gather(
+            *(send(stack, key, race, **{"Idempotency-Key": "race-1"}) for _ in range(6))
+        )
+        assert len({accepted_id(r) for r in racing}) == 1
+        # After 24 hours a key is forgotten: the same key may name a new message.
+        async with stack.runtime.engine.begin() as conn:
+            await conn.execute(
+                update(IdempotencyRecord)
+                .where(IdempotencyRecord.idempotency_key == "reply-1")
+                .values(created_at=utcnow() - timedelta(hours=24, seconds=1))
+            )
+        later = await send(stack, key, changed, **{"Idempotency-Key": "reply-1"})
+        assert accepted_id(later) != accepted_id(first)
+        await stack.simulator.wait_for(lambda: len(stack.simulator.messages_to(USER)) == 5, timeout=10)
+        await asyncio.sleep(0.3)  # a second send of a replayed request would show up by now
+        texts = [m.text for m in stack.simulator.messages_to(USER)]
         audit = await audit_rows(stack)
-    assert [a.result for a in audit] == ["rejected", "queued", "rejected", "queued", "rejected"]
+    assert texts[1:] == [TEXT_EXAMPLE["text"], TEXT_EXAMPLE["text"], "Race", "Something else"]
+    assert [a.result for a in audit] == [
+        "rejected",
+        "queued",
+        "rejected",
+        "queued",
+        "rejected",
+        "queued",
+        "queued",
+    ]
 
 
 async def test_from_picks_the_number_when_the_tenant_has_several(db_url: str) -> None:

@@ -230,6 +230,7 @@ async def send_via_api(runtime: Runtime, caller: Caller, send: ApiSend) -> SendQ
             outcome = await runtime.db.write(_queue, caller, send, parts, utcnow(), offer)
         except _RacedError:
             # Another request with the same Idempotency-Key committed first: answer what it queued.
+            log.info("a request with the same Idempotency-Key was queued first; answering its result")
             continue
         if isinstance(outcome, _Refusal):
             raise SendRejectedError(outcome.status, outcome.reason)

@@ -102,7 +102,7 @@ def _iso(value: datetime) -> str:
 # ---------------------------------------------------------------------------------------- send-message
 
 
-class SendMessageRequest(BaseModel):
+class ClariOpsSendRequest(BaseModel):
     """Seed 004's body (``from`` is warelay's addition, for tenants with several numbers)."""
 
     model_config = ConfigDict(
@@ -197,7 +197,7 @@ def _failed(queued: SendQueued, state: SendState) -> JSONResponse:
     summary="Send a WhatsApp message (seed 004)",
 )
 async def send_message(
-    body: SendMessageRequest,
+    body: ClariOpsSendRequest,
     principal: SenderDep,
     runtime: RuntimeDep,
     idempotency_key: IdempotencyKeyHeader = None,
@@ -223,10 +223,11 @@ async def send_message(
     states = await wait_for_sends(runtime, queued.message_ids, wait)
     failed = next((s for s in states if s.status == "failed"), None)
     if failed is not None:
-        return _failed(queued, failed)
-    if not all(s.settled for s in states):
-        return _pending(queued, states)
-    response = envelope(True, "Message sent successfully", graph_answer(queued, states))
+        response = _failed(queued, failed)
+    elif not all(s.settled for s in states):
+        response = _pending(queued, states)
+    else:
+        response = envelope(True, "Message sent successfully", graph_answer(queued, states))
     if queued.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
@@ -293,10 +294,12 @@ async def get_session(
     if principal.tenant_id is not None:
         query = query.where(Number.tenant_id == principal.tenant_id)
     if sender is not None:
-        digits = "".join(ch for ch in sender if ch.isdigit())
-        query = query.where(
-            (Number.phone_number_id == sender.strip()) | (Number.display_phone_number == digits)
-        )
+        # The same matching as the send routes' `from` (phone_number_id, or the display number's digits).
+        try:
+            number = pick_number(await runtime.db.read(tenant_numbers, principal.tenant_id), sender)
+        except NumberChoiceError as exc:
+            return envelope(False, exc.reason, None, exc.status)
+        query = query.where(Conversation.number_id == number.id)
     # The open conversation if there is one, else the latest.
     query = query.order_by(Conversation.is_active.desc(), Conversation.last_activity.desc()).limit(1)
     async with runtime.reader.connect() as conn:
