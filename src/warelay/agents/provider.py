@@ -69,9 +69,18 @@ class AgentProvider:
 
     async def for_number(self, number: NumberInfo) -> tuple[AgentSpec, Agent]:
         """The agent spec and instance that answer ``number``'s conversations."""
-        agent_id = number.agent_id
-        if agent_id is None:
-            agent_id = await self._default_agent_id(number.tenant_id)
+        if number.agent_id is not None:
+            return await self._agent(number.agent_id, number)
+        agent_id = await self._default_agent_id(number.tenant_id)
+        try:
+            return await self._agent(agent_id, number)
+        except LookupError:
+            # The tenant's default agent was removed since it was looked up: make it again.
+            self._default_ids.pop(number.tenant_id, None)
+            self._cache.pop(agent_id, None)
+            return await self._agent(await self._default_agent_id(number.tenant_id), number)
+
+    async def _agent(self, agent_id: int, number: NumberInfo) -> tuple[AgentSpec, Agent]:
         cached = self._cache.get(agent_id)
         if cached is not None and time.monotonic() - cached[0] < self._refresh:
             return cached[1], cached[2]

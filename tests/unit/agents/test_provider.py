@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from sqlalchemy import update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from warelay.agents.base import AgentDeps, AgentReply, AgentSpec, Passage, Turn, register_agent
@@ -76,3 +76,28 @@ async def test_concurrent_turns_build_one_agent_and_config_changes_replace_it(en
     assert BUILT[0].closed
     await provider.aclose()
     assert BUILT[1].closed
+
+
+async def test_a_removed_default_agent_is_made_again_for_unlinked_numbers(engine: AsyncEngine) -> None:
+    box = SecretBox(["p" * 32])
+    tenant = await ensure_tenant(engine, "shop2")
+    await upsert_number(
+        engine, box, tenant_id=tenant, agent_id=None, fields=NumberFields(phone_number_id="p2")
+    )
+    registry = NumberRegistry(engine, box)
+    await registry.load()
+    number = registry.by_phone_number_id("p2")
+    assert number is not None
+    settings = Settings(agent={"kind": "test-counting", "name": "front"})
+    provider = AgentProvider(
+        engine, AgentDeps(retriever=NoKnowledge(), settings=settings), settings, refresh_seconds=0
+    )
+    first, _ = await provider.for_number(number)
+    async with engine.begin() as conn:
+        await conn.execute(delete(AgentRow).where(AgentRow.id == first.id))
+    again, _ = await provider.for_number(number)  # raised LookupError before the default was made again
+    assert again.name == "front"
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(AgentRow.id).where(AgentRow.tenant_id == tenant))).all()
+    assert [r.id for r in rows] == [again.id]
+    await provider.aclose()
