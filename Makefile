@@ -42,8 +42,12 @@ unit: install seed-clients
 
 test: lint typecheck unit
 
+# The message path under load, the agent path one turn at a time, and knowledge retrieval; each writes
+# bench/results/*.json.
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/agent_path.py
+	$(BIN)/python bench/retrieval.py
 
 # Re-pin dependencies after changing pyproject.toml (run in a fresh venv with network access).
 lock:
