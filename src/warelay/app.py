@@ -23,6 +23,7 @@ from warelay import __version__
 from warelay.api.deps import KeyCache
 from warelay.api.intake import WebhookIntake, content_length_refusal
 from warelay.api.routes import admin, agent_events, ai_agent, health, inspect, integration, seed004, webhooks
+from warelay.api.routes import sync as sync_routes
 from warelay.config import Settings
 from warelay.runtime import Runtime
 from warelay.supervisor import WorkerProcesses
@@ -108,6 +109,7 @@ def create_app(
     app.state.key_cache = KeyCache()
     app.include_router(webhooks.router)
     app.include_router(inspect.router)
+    app.include_router(sync_routes.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(ai_agent.router)

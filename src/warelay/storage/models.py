@@ -132,7 +132,8 @@ class Contact(Base):
     """A WhatsApp user as seen by one business number (keyed by phone number, else BSUID)."""
 
     __tablename__ = "contacts"
-    __table_args__ = (UniqueConstraint("number_id", "user_key"),)
+    # user_key alone: seed 002 looks a user up by phone number across a tenant's (or every) number.
+    __table_args__ = (UniqueConstraint("number_id", "user_key"), Index("ix_contacts_user_key", "user_key"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     number_id: Mapped[int] = mapped_column(ForeignKey("numbers.id", ondelete="CASCADE"))
@@ -178,6 +179,22 @@ class Conversation(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Counts state changes (sync API, warelay's own agents): the sync API's optimistic concurrency.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class TranscriptEntry(Base):
+    """A message an external agent recorded in a conversation's history (seed 002's ``POST …/messages``)."""
+
+    __tablename__ = "transcript_entries"
+    __table_args__ = (Index("ix_transcript_entries_conversation", "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(10))
+    content: Mapped[str] = mapped_column(Text)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Message(Base):
