@@ -171,8 +171,13 @@ async def test_a_worker_killed_while_pushes_fail_delivers_each_event_once_after_
     async with FakeAgentPlatform(failures=2) as platform:
         path = agents_file(tmp_path, webhook_url=f"{platform.url}/hook")
         # A push the killed worker had claimed is another worker's once its lease lapses (8 s here).
-        fast = {"worker": {"lease_seconds": 5}, "outbound": {"request_timeout_seconds": 3}}
-        async with run_stack(db_url, agents_file=path, run_workers=False, **fast) as stack:
+        async with run_stack(
+            db_url,
+            agents_file=path,
+            run_workers=False,
+            worker={"lease_seconds": 5},
+            outbound={"request_timeout_seconds": 3},
+        ) as stack:
             user = "15551300004"
             with worker_process(stack) as doomed:
                 await stack.simulator.user_sends(user, "one")
