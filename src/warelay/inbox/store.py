@@ -27,6 +27,7 @@ Every statement here runs on both SQLite and PostgreSQL through :mod:`warelay.st
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -485,6 +486,7 @@ async def upsert_contacts(
 
 
 async def _insert_statuses(tx: Tx, statuses: Sequence[tuple[NumberInfo, StatusUpdate]], now: datetime) -> int:
+    await lock_receipts(tx, ((n.id, s.provider_message_id) for n, s in statuses))
     rows = []
     seen: set[tuple[int, str, str]] = set()
     for number, status in statuses:
@@ -571,6 +573,25 @@ async def lock_conversations(tx: Tx, conversation_ids: Iterable[str]) -> None:
     ids = sorted(set(conversation_ids))
     if ids and tx.postgres:
         await tx.fetch("SELECT id FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
+
+
+def _receipt_key(number_id: int, wamid: str) -> int:
+    """A 64-bit advisory-lock key for one outbound message's receipts (number id and wamid)."""
+    digest = hashlib.blake2b(f"{number_id}:{wamid}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def lock_receipts(tx: Tx, keys: Iterable[tuple[int, str]]) -> None:
+    """Serialise, per (number, wamid), storing a receipt with recording the send it belongs to.
+
+    On PostgreSQL, a receipt stored while the transaction that records its send's wamid is still
+    open matches no message row yet, and that transaction may already have looked for early
+    receipts: neither would apply it. Both take this lock first (in key order: no deadlocks), so
+    one of them always sees the other's commit. SQLite needs nothing: writes run one at a time.
+    """
+    ids = sorted({_receipt_key(n, w) for n, w in keys})
+    if ids and tx.postgres:
+        await tx.fetch("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k", ids)
 
 
 async def add_work(

@@ -20,7 +20,15 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from warelay.domain import DeliveryStatus, OutboundContent, OutText
-from warelay.inbox.store import SEND, Claimed, LeaseOffer, add_work, apply_status_events, lock_conversations
+from warelay.inbox.store import (
+    SEND,
+    Claimed,
+    LeaseOffer,
+    add_work,
+    apply_status_events,
+    lock_conversations,
+    lock_receipts,
+)
 from warelay.integrations.events import status_events
 from warelay.storage.direct import Tx
 from warelay.storage.models import Base
@@ -167,6 +175,8 @@ async def record_sent(tx: Tx, sent: Sequence[tuple[int, int, str]], now: datetim
     """Record accepted sends ``(message id, number id, wamid)`` and apply receipts that arrived first."""
     if not sent:
         return
+    # A receipt being stored concurrently waits for this commit, or this waits for its (see lock_receipts).
+    await lock_receipts(tx, ((number_id, wamid) for _, number_id, wamid in sent))
     await tx.executemany(
         "UPDATE messages SET provider_message_id = $2, status = $3, status_rank = $4, updated_at = $5"
         " WHERE id = $1",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from warelay.crypto import SecretBox
-from warelay.domain import InboundMessage, TextContent, UserRef
+from warelay.domain import InboundMessage, OutText, StatusUpdate, TextContent, UserRef
 from warelay.inbox.store import (
     TURN,
     Claimed,
@@ -20,6 +23,7 @@ from warelay.inbox.store import (
     promote_stranded,
 )
 from warelay.numbers import NumberFields, NumberInfo, NumberRegistry, ensure_tenant, upsert_number
+from warelay.outbound.outbox import Draft, enqueue, record_sent
 from warelay.storage.direct import Database, Tx
 from warelay.storage.models import WorkItem
 
@@ -164,3 +168,52 @@ async def test_an_offer_too_small_leases_nothing_and_leaves_work_ready(
     assert stored.leased == []  # all or nothing: three new heads, room for two
     assert await _states(engine) == ["pending", "pending", "pending"]
     assert len(await _claim(inbox, "other")) == 3
+
+
+# PostgreSQL only: SQLite runs one write transaction at a time, so the race cannot happen there (and
+# its transactions never wait inside, as this test's first one must).
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_a_receipt_stored_while_its_send_is_being_recorded_is_applied(
+    engine: AsyncEngine, database: Database
+) -> None:
+    # The race behind "accepted forever" on PostgreSQL: the "sent" receipt arrives while the
+    # transaction recording the send's wamid is still open. Without lock_receipts neither saw the other.
+    number = await _number(engine)
+    inbox = Inbox(database, conversation_expiry=timedelta(hours=24))
+    await inbox.store([Delivery(messages=[(number, _text(number, "62811", "wamid.in1", 0))])])
+    conversation_id = (await database.read(_fetch_one, "SELECT conversation_id FROM messages"))[0]
+    queued = await database.write(
+        enqueue,
+        [Draft(conversation_id=conversation_id, number_id=number.id, content=OutText(body="hi"))],
+        _now(),
+    )
+    (message_id,) = queued.ids
+    recording = asyncio.Event()
+    release = asyncio.Event()
+
+    async def record(tx: Tx) -> None:
+        await record_sent(tx, [(message_id, number.id, "wamid.out1")], _now())
+        recording.set()
+        await release.wait()  # the transaction stays open while the receipt comes in
+
+    sender = asyncio.create_task(database.write(record))
+    await recording.wait()
+    receipt = StatusUpdate(
+        provider_message_id="wamid.out1", number_id=number.phone_number_id, status="sent", timestamp=_now()
+    )
+    intake = asyncio.create_task(inbox.store([Delivery(statuses=[(number, receipt)])]))
+    await asyncio.sleep(0.3)
+    release.set()
+    await asyncio.gather(sender, intake)
+    status = await database.read(
+        _fetch_one, "SELECT status FROM messages WHERE provider_message_id = 'wamid.out1'"
+    )
+    assert status[0] == "sent"
+
+
+async def _fetch_one(tx: Tx, query: str) -> Any:
+    return (await tx.fetch(query))[0]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
