@@ -3,57 +3,19 @@ with the model, and back down."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.engine import Connection
 
-from warelay.storage.db import MIGRATIONS, create_engine
+from tests.migrations import migrate
+from warelay.storage.db import create_engine
 from warelay.storage.models import Base
 
 TABLES = ("api_keys", "api_key_usage")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database nothing was migrated in, once per engine."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-        return
-    request.getfixturevalue("pg_template")  # skips (or fails in CI) without PostgreSQL, like db_url
-    url = os.environ["TEST_DATABASE_URL"]
-    name = f"warelay_tenancy_mig_{os.getpid()}"
-    admin = make_url(url).set(database="postgres").render_as_string(hide_password=False)
-
-    async def admin_sql(*statements: str) -> None:
-        engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                for statement in statements:
-                    await conn.execute(text(statement))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(admin_sql(f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}"))
-    yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
-def _migrate(connection: Connection, action: str, revision: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["connection"] = connection
-    getattr(command, action)(cfg, revision)
 
 
 def _diff(connection: Connection) -> list[Any]:
@@ -74,7 +36,7 @@ async def test_0005_adds_rate_limits_keeps_keys_and_goes_back(empty_db_url: str)
     engine = create_engine(empty_db_url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_migrate, "upgrade", "0004")
+            await conn.run_sync(migrate, "upgrade", "0004")
             await conn.execute(
                 text(
                     "INSERT INTO api_keys (id, name, prefix, key_hash, scopes, created_at) "
@@ -82,7 +44,7 @@ async def test_0005_adds_rate_limits_keeps_keys_and_goes_back(empty_db_url: str)
                 )
             )
         async with engine.begin() as conn:
-            await conn.run_sync(_migrate, "upgrade", "0005")
+            await conn.run_sync(migrate, "upgrade", "0005")
             assert "rate_limit_per_minute" in await conn.run_sync(_columns, "api_keys")
             assert await conn.run_sync(_columns, "api_key_usage") == {"key_id", "window_start", "requests"}
             assert await conn.run_sync(_diff) == []
@@ -97,7 +59,7 @@ async def test_0005_adds_rate_limits_keeps_keys_and_goes_back(empty_db_url: str)
                 async with conn.begin_nested():
                     await conn.execute(text("INSERT INTO api_key_usage VALUES (8, 1800000000, 1)"))
         async with engine.begin() as conn:
-            await conn.run_sync(_migrate, "downgrade", "0004")
+            await conn.run_sync(migrate, "downgrade", "0004")
             assert "api_key_usage" not in await conn.run_sync(lambda c: inspect(c).get_table_names())
             assert "rate_limit_per_minute" not in await conn.run_sync(_columns, "api_keys")
             kept = (await conn.execute(text("SELECT id, name FROM api_keys"))).all()

@@ -6,55 +6,18 @@ conversations' messages (which cascade from them) survive it on SQLite too.
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from warelay.storage.db import MIGRATIONS, create_engine
+from tests.migrations import migrate
+from warelay.storage.db import create_engine
 from warelay.storage.models import Base
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database nothing was migrated in, once per engine."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-        return
-    request.getfixturevalue("pg_template")  # skips (or fails in CI) without PostgreSQL, like db_url
-    url = os.environ["TEST_DATABASE_URL"]
-    name = f"warelay_mig0006_{os.getpid()}"
-    admin = make_url(url).set(database="postgres").render_as_string(hide_password=False)
-
-    async def admin_sql(*statements: str) -> None:
-        engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                for statement in statements:
-                    await conn.execute(text(statement))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(admin_sql(f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}"))
-    yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
-def _migrate(connection: Connection, action: str, revision: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["connection"] = connection
-    getattr(command, action)(cfg, revision)
 
 
 def _diff(connection: Connection) -> list[Any]:
@@ -97,10 +60,10 @@ async def test_0006_adds_versions_and_transcripts_keeping_data_both_ways(empty_d
     engine = create_engine(empty_db_url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_migrate, "upgrade", "0005")
+            await conn.run_sync(migrate, "upgrade", "0005")
             for statement in _ROWS:
                 await conn.execute(text(statement))
-            await conn.run_sync(_migrate, "upgrade", "0006")
+            await conn.run_sync(migrate, "upgrade", "0006")
             tables, columns, indexes = await conn.run_sync(_shape)
             assert "transcript_entries" in tables
             assert "version" in columns
@@ -132,14 +95,14 @@ async def test_0006_adds_versions_and_transcripts_keeping_data_both_ways(empty_d
                         )
                     )
         async with engine.begin() as conn:
-            await conn.run_sync(_migrate, "downgrade", "0005")
+            await conn.run_sync(migrate, "downgrade", "0005")
             tables, columns, indexes = await conn.run_sync(_shape)
             assert "transcript_entries" not in tables
             assert "version" not in columns
             assert "ix_contacts_user_key" not in indexes
             assert await _scalar(conn, "SELECT count(*) FROM messages WHERE conversation_id = 's1'") == 1
             assert await _scalar(conn, "SELECT count(*) FROM conversations") == 2
-            await conn.run_sync(_migrate, "upgrade", "0006")
+            await conn.run_sync(migrate, "upgrade", "0006")
             assert await _scalar(conn, "SELECT sum(version) FROM conversations") == 2
     finally:
         await engine.dispose()

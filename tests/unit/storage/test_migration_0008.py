@@ -2,57 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.engine import Connection
 
-from warelay.storage.db import MIGRATIONS, create_engine
+from tests.migrations import migrate
+from warelay.storage.db import create_engine
 from warelay.storage.models import Base
 
 TABLES = ("api_send_audit", "idempotency_records")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database nothing was migrated in, once per engine."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-        return
-    request.getfixturevalue("pg_template")  # skips (or fails in CI) without PostgreSQL, like db_url
-    url = os.environ["TEST_DATABASE_URL"]
-    name = f"warelay_mig0008_{os.getpid()}"
-    admin = make_url(url).set(database="postgres").render_as_string(hide_password=False)
-
-    async def admin_sql(*statements: str) -> None:
-        engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                for statement in statements:
-                    await conn.execute(text(statement))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(admin_sql(f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}"))
-    yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
-def _migrate(connection: Connection, action: str, revision: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["connection"] = connection
-    getattr(command, action)(cfg, revision)
 
 
 def _diff(connection: Connection) -> list[Any]:
@@ -75,9 +37,9 @@ async def test_0008_creates_the_tables_as_modelled_and_drops_them(empty_db_url: 
     engine = create_engine(empty_db_url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_migrate, "upgrade", "0007")
+            await conn.run_sync(migrate, "upgrade", "0007")
             assert not set(TABLES) & await conn.run_sync(_tables)
-            await conn.run_sync(_migrate, "upgrade", "0008")
+            await conn.run_sync(migrate, "upgrade", "0008")
             assert set(TABLES) <= await conn.run_sync(_tables)
             assert await conn.run_sync(_diff) == []
             indexes = await conn.run_sync(
@@ -93,7 +55,7 @@ async def test_0008_creates_the_tables_as_modelled_and_drops_them(empty_db_url: 
                     await conn.execute(text(_INSERT))
             await conn.execute(text(_INSERT.replace("'key:1'", "'key:2'")))
         async with engine.begin() as conn:
-            await conn.run_sync(_migrate, "downgrade", "0007")
+            await conn.run_sync(migrate, "downgrade", "0007")
             assert not set(TABLES) & await conn.run_sync(_tables)
     finally:
         await engine.dispose()
