@@ -5,14 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from tests.migrations import migrate
+from tests.migrations import migrate, model_diff
 from warelay.storage.db import create_engine
-from warelay.storage.models import Base
 
 TABLES = {"oauth_states", "ai_agent_tokens"}
 STATE = (
@@ -27,8 +24,7 @@ TOKEN = (
 
 def _diff(connection: Connection) -> list[Any]:
     """Differences between the models of the two tables and what the migration made."""
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
-    return [d for d in compare_metadata(context, Base.metadata) if any(t in repr(d) for t in TABLES)]
+    return model_diff(connection, TABLES)
 
 
 def _tables(connection: Connection) -> set[str]:

@@ -5,20 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from tests.migrations import migrate
+from tests.migrations import migrate, model_diff
 from warelay.storage.db import create_engine
-from warelay.storage.models import Base
 
 
 def _table_diff(connection: Connection) -> list[Any]:
     """Differences between the model of media_files and the table the migration made."""
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
-    return [d for d in compare_metadata(context, Base.metadata) if "media_files" in repr(d)]
+    return model_diff(connection, ("media_files",))
 
 
 async def test_0002_creates_media_files_as_modelled_and_drops_it(empty_db_url: str) -> None:

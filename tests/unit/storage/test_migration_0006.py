@@ -9,22 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tests.migrations import migrate
+from tests.migrations import migrate, model_diff
 from warelay.storage.db import create_engine
-from warelay.storage.models import Base
 
 
 def _diff(connection: Connection) -> list[Any]:
     """Differences between the model and what 0006 made (its table, column and index)."""
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
-    mine = ("transcript_entries", "ix_contacts_user_key", "'version'")
-    return [d for d in compare_metadata(context, Base.metadata) if any(m in repr(d) for m in mine)]
+    return model_diff(connection, ("transcript_entries", "ix_contacts_user_key", "'version'"))
 
 
 def _shape(connection: Connection) -> tuple[set[str], set[str], set[str]]:
